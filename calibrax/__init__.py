@@ -1,0 +1,15 @@
+"""calibrax: a Flax NNX toolkit for measuring machine-learning models.
+
+Tiers: 0 pure metrics (``calibrax.functional``, ``calibrax.metrics``), 1 frozen-backbone statistics
+(FID, KID, IS, PRDC), 2 learned perceptual metrics (``calibrax.learned``), 3 metric-learning losses
+(``calibrax.learning``). See ``calibrax.registry`` to list everything by name.
+"""
+
+__version__ = "0.1.0"
+
+from calibrax import core  # noqa: E402
+from calibrax import functional  # noqa: E402
+from calibrax import io  # noqa: E402
+from calibrax import metrics  # noqa: E402
+
+__all__ = ["__version__", "core", "functional", "io", "metrics"]

@@ -1,0 +1,3 @@
+"""calibrax.backbones."""
+
+__all__: list[str] = []

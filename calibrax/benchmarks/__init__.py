@@ -1,0 +1,3 @@
+"""calibrax.benchmarks."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""calibrax.cli."""
+
+__all__: list[str] = []

@@ -1,0 +1,27 @@
+"""Core: protocols, metric state, base classes, input checks and the registry."""
+
+from calibrax.core import checks
+from calibrax.core.base import Metric
+from calibrax.core.base import StatefulMetric
+from calibrax.core.protocols import BatchableDatasetProtocol
+from calibrax.core.protocols import BenchmarkProtocol
+from calibrax.core.protocols import DatasetProtocol
+from calibrax.core.protocols import MetricLearningProtocol
+from calibrax.core.protocols import MetricProtocol
+from calibrax.core.protocols import StatefulMetricProtocol
+from calibrax.core.state import FrozenWeight
+from calibrax.core.state import MetricState
+
+__all__ = [
+    "BatchableDatasetProtocol",
+    "BenchmarkProtocol",
+    "DatasetProtocol",
+    "FrozenWeight",
+    "Metric",
+    "MetricLearningProtocol",
+    "MetricProtocol",
+    "MetricState",
+    "StatefulMetric",
+    "StatefulMetricProtocol",
+    "checks",
+]

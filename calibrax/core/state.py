@@ -1,0 +1,24 @@
+"""Metric state: a dedicated ``nnx.Variable`` type so it can be filtered, split and checkpointed."""
+
+from __future__ import annotations
+
+from flax import nnx
+
+__all__ = ["MetricState", "FrozenWeight"]
+
+
+class MetricState(nnx.Variable):
+    """Accumulated statistics of a metric: fixed-shape arrays, never Python lists.
+
+    Being its own Variable type, metric state can be selected with
+    ``nnx.state(metric, MetricState)``, saved with Orbax, and reduced across devices, while
+    ``nnx.Optimizer(..., wrt=nnx.Param)`` never sees it.
+    """
+
+
+class FrozenWeight(nnx.Variable):
+    """A pretrained weight that must never be trained.
+
+    Not an ``nnx.Param``: optimizers built with ``wrt=nnx.Param`` cannot touch it, and modules that
+    hold it apply ``jax.lax.stop_gradient`` when reading it.
+    """

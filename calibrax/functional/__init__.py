@@ -1,0 +1,3 @@
+"""calibrax.functional."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""calibrax.io."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""calibrax.learned."""
+
+__all__: list[str] = []

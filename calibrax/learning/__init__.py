@@ -1,0 +1,3 @@
+"""calibrax.learning."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""calibrax.metrics."""
+
+__all__: list[str] = []
