@@ -7,9 +7,9 @@ Tiers: 0 pure metrics (``calibrax.functional``, ``calibrax.metrics``), 1 frozen-
 
 __version__ = "0.1.0"
 
-from calibrax import core  # noqa: E402
-from calibrax import functional  # noqa: E402
-from calibrax import io  # noqa: E402
-from calibrax import metrics  # noqa: E402
+from calibrax import core
+from calibrax import functional
+from calibrax import io
+from calibrax import metrics
 
 __all__ = ["__version__", "core", "functional", "io", "metrics"]

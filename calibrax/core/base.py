@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -85,11 +86,7 @@ class StatefulMetric(nnx.Module):
         raise NotImplementedError
 
     def _state_variables(self) -> list[tuple[tuple[Any, ...], MetricState]]:
-        return [
-            (path, var)
-            for path, var in nnx.iter_graph(self)
-            if isinstance(var, MetricState)
-        ]
+        return [(path, var) for path, var in nnx.iter_graph(self) if isinstance(var, MetricState)]
 
     def reset(self) -> None:
         """Reset accumulated state for a new evaluation run (zeroes every MetricState)."""

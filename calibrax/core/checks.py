@@ -19,23 +19,23 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-    "is_concrete",
-    "check_rank",
-    "check_ndim_in",
-    "check_same_shape",
-    "check_same_length",
+    "check_choice",
     "check_dim",
+    "check_finite",
     "check_floating",
     "check_integer",
-    "check_finite",
-    "check_range",
-    "check_probabilities",
-    "check_nonempty",
-    "check_min_samples",
-    "check_labels_in_range",
-    "check_positive_int",
-    "check_choice",
     "check_k",
+    "check_labels_in_range",
+    "check_min_samples",
+    "check_ndim_in",
+    "check_nonempty",
+    "check_positive_int",
+    "check_probabilities",
+    "check_range",
+    "check_rank",
+    "check_same_length",
+    "check_same_shape",
+    "is_concrete",
 ]
 
 
@@ -128,14 +128,10 @@ def check_finite(x: Any, name: str) -> None:
     if not np.all(np.isfinite(arr)):
         n_nan = int(np.isnan(arr).sum())
         n_inf = int(np.isinf(arr).sum())
-        raise ValueError(
-            f"expected `{name}` to be finite, got {n_nan} NaN and {n_inf} Inf values"
-        )
+        raise ValueError(f"expected `{name}` to be finite, got {n_nan} NaN and {n_inf} Inf values")
 
 
-def check_range(
-    x: Any, low: float, high: float, name: str, *, hint: str | None = None
-) -> None:
+def check_range(x: Any, low: float, high: float, name: str, *, hint: str | None = None) -> None:
     """Raise ``ValueError`` if concrete ``x`` has values outside ``[low, high]``."""
     if not is_concrete(x):
         return
@@ -151,9 +147,7 @@ def check_range(
         )
 
 
-def check_probabilities(
-    x: Any, name: str, *, axis: int | None = -1, atol: float = 1e-4
-) -> None:
+def check_probabilities(x: Any, name: str, *, axis: int | None = -1, atol: float = 1e-4) -> None:
     """Raise ``ValueError`` unless ``x`` is in ``[0, 1]`` and, with ``axis``, sums to 1 there."""
     check_floating(x, name)
     check_finite(x, name)

@@ -9,7 +9,9 @@ All protocols are runtime_checkable for structural subtyping checks.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+from typing import Protocol
+from typing import runtime_checkable
 
 import jax
 

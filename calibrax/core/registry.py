@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
-__all__ = ["Entry", "register", "get", "get_entry", "list_entries", "names", "KINDS", "DOMAINS"]
+__all__ = ["DOMAINS", "KINDS", "Entry", "get", "get_entry", "list_entries", "names", "register"]
 
 KINDS = ("function", "metric", "stateful_metric", "loss", "backbone", "statistic")
 DOMAINS = (
@@ -67,7 +68,9 @@ def register(
         ValueError: If ``name`` is taken, or ``kind``/``domain``/``tier`` is not a known value.
     """
     if kind not in KINDS:
-        raise ValueError(f"expected `kind` to be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+        raise ValueError(
+            f"expected `kind` to be one of {', '.join(map(repr, KINDS))}, got {kind!r}"
+        )
     if domain not in DOMAINS:
         raise ValueError(
             f"expected `domain` to be one of {', '.join(map(repr, DOMAINS))}, got {domain!r}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-__all__ = ["MetricState", "FrozenWeight"]
+__all__ = ["FrozenWeight", "MetricState"]
 
 
 class MetricState(nnx.Variable):
