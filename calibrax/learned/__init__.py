@@ -1,3 +1,51 @@
-"""calibrax.learned."""
+"""Tier 2: learned perceptual metrics (LPIPS), 2AFC data, training and evaluation."""
 
-__all__: list[str] = []
+from calibrax.learned.base import LearnedMetric
+from calibrax.learned.data import DISTORTIONS
+from calibrax.learned.data import JNDFolder
+from calibrax.learned.data import SyntheticTwoAFC
+from calibrax.learned.data import TwoAFCFolder
+from calibrax.learned.data import distort
+from calibrax.learned.data import offline_images
+from calibrax.learned.evaluation import jnd_map
+from calibrax.learned.evaluation import two_afc_score
+from calibrax.learned.lpips import LPIPS
+from calibrax.learned.lpips import TRUNKS
+from calibrax.learned.lpips import LPIPSMetric
+from calibrax.learned.lpips import load_official_heads
+from calibrax.learned.lpips import lpips
+from calibrax.learned.lpips import read_heads
+from calibrax.learned.ranking import RankingHead
+from calibrax.learned.ranking import ranking_loss
+from calibrax.learned.training import LPIPSTrainer
+from calibrax.learned.training import evaluate_2afc
+from calibrax.learned.training import fit
+from calibrax.learned.training import lpips_schedule
+from calibrax.learned.training import plot_history
+from calibrax.learned.training import train_lpips
+
+__all__ = [
+    "DISTORTIONS",
+    "LPIPS",
+    "TRUNKS",
+    "JNDFolder",
+    "LPIPSMetric",
+    "LPIPSTrainer",
+    "LearnedMetric",
+    "RankingHead",
+    "SyntheticTwoAFC",
+    "TwoAFCFolder",
+    "distort",
+    "evaluate_2afc",
+    "fit",
+    "jnd_map",
+    "load_official_heads",
+    "lpips",
+    "lpips_schedule",
+    "offline_images",
+    "plot_history",
+    "ranking_loss",
+    "read_heads",
+    "train_lpips",
+    "two_afc_score",
+]

@@ -1,0 +1,351 @@
+"""LPIPS: learned perceptual image patch similarity with trainable, non-negative heads.
+
+For images ``x`` and ``y`` in [-1, 1] (or [0, 1] with ``normalize=True``), LPIPS shifts and scales
+them into the trunk's input space, takes activations :math:`f^l` at a few taps of a frozen trunk,
+normalises each spatial vector to unit length over channels, and compares:
+
+.. math::
+
+    d(x, y) = \\sum_l \\frac{1}{H_l W_l} \\sum_{h, w} \\big\\| w_l \\odot
+        (\\hat f^l_{hw}(x) - \\hat f^l_{hw}(y)) \\big\\|_2^2
+
+where :math:`w_l \\ge 0` are the per-channel weights of a 1x1 linear head (``nnx.Param``). With
+``lpips=False`` the heads are dropped (every weight 1): the unweighted "baseline" distance.
+
+Unit normalisation uses :math:`f / \\sqrt{\\sum_c f_c^2 + \\epsilon^2}` with
+:math:`\\epsilon = 10^{-10}` instead of the reference's :math:`f / (\\|f\\| + \\epsilon)`: the value
+differs by at most :math:`\\epsilon / \\|f\\|` (far below float32 resolution for any live
+activation), and the square root is never taken at 0, so gradients stay finite when ``x == y`` or a
+tap is all zero.
+
+References:
+    Zhang et al., 2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric",
+    arXiv:1801.03924.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array
+from jaxtyping import Float
+
+from calibrax.core import checks
+from calibrax.core.registry import register
+from calibrax.learned.base import LearnedMetric
+
+__all__ = ["LPIPS", "TRUNKS", "LPIPSMetric", "load_official_heads", "lpips", "read_heads"]
+
+# LPIPS trunk name -> backbone name in calibrax.backbones.
+TRUNKS = {
+    "alex": "alexnet",
+    "vgg": "vgg16",
+    "squeeze": "squeezenet1_1",
+    "efficientnet-lite0": "efficientnet-lite0",
+}
+# The reference's fixed input layer for the ImageNet-trained torchvision trunks: inputs in [-1, 1]
+# are mapped to (x - shift) / scale, which equals ImageNet mean/std normalisation of (x + 1) / 2.
+IMAGENET_SHIFT = (-0.030, -0.088, -0.188)
+IMAGENET_SCALE = (0.458, 0.448, 0.450)
+EPS = 1e-10
+OFFICIAL_HEADS = ("alex", "vgg", "squeeze")
+
+
+def load_official_heads(net: str, path: str | Path | None = None) -> list[np.ndarray]:
+    """The v0.1 linear heads of the reference ``lpips`` package, read with the safe reader.
+
+    Args:
+        net: ``"alex"``, ``"vgg"`` or ``"squeeze"``.
+        path: A ``.pth`` file of heads; by default ``weights/v0.1/{net}.pth`` inside the installed
+            ``lpips`` package (located without importing it, so torch is not needed).
+
+    Returns:
+        One float32 vector of per-channel weights per tap.
+
+    Raises:
+        ValueError: If ``net`` has no official heads, or the file's keys are not LPIPS heads.
+        FileNotFoundError: If the file (or the ``lpips`` package) is missing.
+    """
+    checks.check_choice(net, OFFICIAL_HEADS, "net")
+    if path is None:
+        spec = importlib.util.find_spec("lpips")
+        if spec is None or spec.origin is None:
+            raise FileNotFoundError(
+                "expected the `lpips` package to be installed for its official heads "
+                "(pip install --no-deps lpips==0.1.4), or `path` to a heads .pth file; got neither"
+            )
+        path = Path(spec.origin).parent / "weights" / "v0.1" / f"{net}.pth"
+    return read_heads(path)
+
+
+def read_heads(path: str | Path) -> list[np.ndarray]:
+    """Head vectors from a ``.pth`` file in the reference layout (``lin{i}.model.1.weight``).
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If the file holds no LPIPS head keys.
+    """
+    from calibrax.io import load_torch_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"expected an LPIPS heads file at {str(path)!r}, got none")
+    state = load_torch_checkpoint(path)
+    heads = []
+    while f"lin{len(heads)}.model.1.weight" in state:
+        heads.append(np.asarray(state[f"lin{len(heads)}.model.1.weight"], np.float32).reshape(-1))
+    if not heads:
+        raise ValueError(
+            f"expected LPIPS head keys lin0.model.1.weight, ... in {str(path)!r}, "
+            f"got keys {sorted(state)[:4]}"
+        )
+    return heads
+
+
+class _Head(nnx.Module):
+    """A 1x1 convolution from C channels to 1, without bias: a per-channel weight vector."""
+
+    def __init__(self, channels: int) -> None:
+        # Ones: at initialisation the weighted distance equals the unweighted baseline.
+        self.weight = nnx.Param(jnp.ones((channels,), jnp.float32))
+
+    def __call__(self, diff: jax.Array) -> jax.Array:
+        return jnp.einsum("...c,c->...", diff, self.weight[...].astype(diff.dtype))
+
+
+def _unit_normalize(f: jax.Array) -> jax.Array:
+    sq = jnp.sum(f * f, axis=-1, keepdims=True)
+    return f / jnp.sqrt(sq + EPS**2)
+
+
+def _upsample(v: jax.Array, size: tuple[int, int]) -> jax.Array:
+    # Bilinear with half-pixel centres (torch's align_corners=False); upsampling, so no antialias.
+    return jax.image.resize(v, (v.shape[0], *size), method="bilinear", antialias=False)
+
+
+def _min_size(trunk: Any) -> int:
+    return int(getattr(trunk, "min_input_size", 32))
+
+
+class LPIPS(LearnedMetric):
+    """LPIPS distance with trainable per-tap heads on a frozen trunk.
+
+    Also a streaming metric (``update(predictions=..., targets=...)``, ``compute()``, ``reset()``,
+    ``merge()``) of the mean (or summed) distance.
+
+    Args:
+        net: Trunk name: ``"alex"``, ``"vgg"``, ``"squeeze"`` or ``"efficientnet-lite0"``.
+        trunk: The trunk module itself (with weights); by default ``calibrax.backbones.load`` of
+            ``net``'s backbone. It must provide ``taps(x)`` (activations at the LPIPS taps for
+            already-normalised NHWC input) and ``tap_channels``.
+        lpips: If False, the unweighted baseline (heads unused).
+        spatial: If True, return a distance map upsampled to the input size.
+        pretrained: If True, load the official v0.1 heads (``alex``, ``vgg``, ``squeeze`` only);
+            otherwise heads start at 1 (the baseline).
+        heads_path: A heads ``.pth`` file to load instead of the packaged one.
+        normalize: Default input convention: False for [-1, 1], True for [0, 1].
+        reduction: ``"mean"`` or ``"sum"`` for the streaming metric.
+
+    Raises:
+        ValueError: On an unknown ``net``, or heads whose sizes do not fit the trunk.
+    """
+
+    name: ClassVar[str] = "lpips"
+    higher_is_better: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        net: str = "alex",
+        trunk: nnx.Module | None = None,
+        lpips: bool = True,
+        spatial: bool = False,
+        pretrained: bool = True,
+        heads_path: str | Path | None = None,
+        normalize: bool = False,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction=reduction)
+        checks.check_choice(net, tuple(TRUNKS), "net")
+        if trunk is None:
+            from calibrax.backbones import load
+
+            trunk = load(TRUNKS[net])
+        self.net = net
+        self.trunk = trunk
+        self.lpips = lpips
+        self.spatial = spatial
+        self.normalize = normalize
+        channels = tuple(int(c) for c in trunk.tap_channels)
+        self.heads = nnx.List([_Head(c) for c in channels])
+        if net in OFFICIAL_HEADS:
+            shift, scale = IMAGENET_SHIFT, IMAGENET_SCALE
+        else:
+            # The trunk's own normalisation of [0, 1] input, rewritten for [-1, 1] input.
+            shift = tuple(2.0 * m - 1.0 for m in trunk.mean)
+            scale = tuple(2.0 * s for s in trunk.std)
+        self.shift = tuple(float(s) for s in shift)
+        self.scale = tuple(float(s) for s in scale)
+        if lpips and (pretrained or heads_path is not None):
+            if net not in OFFICIAL_HEADS and heads_path is None:
+                raise ValueError(
+                    f"expected `pretrained=False` for trunk {net!r} (official heads exist for "
+                    f"'alex', 'vgg', 'squeeze'), got pretrained=True"
+                )
+            if heads_path is not None:
+                self.set_heads(read_heads(heads_path))
+            else:
+                self.set_heads(load_official_heads(net))
+
+    @property
+    def tap_channels(self) -> tuple[int, ...]:
+        return tuple(int(h.weight[...].shape[0]) for h in self.heads)
+
+    def set_heads(self, heads: Sequence[np.ndarray]) -> None:
+        """Replace the head weights (one vector, or a (1, C, 1, 1) array, per tap).
+
+        Raises:
+            ValueError: If the number of heads or a head's size does not fit the trunk.
+        """
+        if len(heads) != len(self.heads):
+            raise ValueError(
+                f"expected {len(self.heads)} heads for trunk {self.net!r}, got {len(heads)} "
+                f"(a head checkpoint for another trunk?)"
+            )
+        for i, (head, w) in enumerate(zip(self.heads, heads, strict=True)):
+            w = np.asarray(w, np.float32).reshape(-1)
+            want = head.weight[...].shape[0]
+            if w.shape[0] != want:
+                raise ValueError(
+                    f"expected head {i} of trunk {self.net!r} to have {want} channels, got "
+                    f"{w.shape[0]} (a head checkpoint for another trunk?)"
+                )
+            head.weight[...] = jnp.asarray(w)
+
+    def project(self) -> None:
+        """Clamp every head weight at 0 (the heads are kept non-negative)."""
+        for head in self.heads:
+            head.weight[...] = jnp.maximum(head.weight[...], 0.0)
+
+    def _validate(self, x: jax.Array, y: jax.Array, normalize: bool) -> None:
+        checks.check_rank(x, 4, "x", "batch, height, width, channels")
+        checks.check_same_shape(x, y, "x", "y")
+        checks.check_dim(x, -1, 3, "x", "channels")
+        checks.check_floating(x, "x")
+        checks.check_floating(y, "y")
+        checks.check_nonempty(x, "x")
+        size = _min_size(self.trunk)
+        if min(x.shape[1:3]) < size:
+            raise ValueError(
+                f"expected images of at least {size}x{size} for trunk {self.net!r}, "
+                f"got {x.shape[1]}x{x.shape[2]}"
+            )
+        low, hint = (0.0, "normalize=True") if normalize else (-1.0, "normalize=False")
+        for arr, name in ((x, "x"), (y, "y")):
+            checks.check_finite(arr, name)
+            checks.check_range(arr, low, 1.0, name, hint=hint)
+
+    def __call__(
+        self,
+        x: Float[Array, "batch height width 3"],
+        y: Float[Array, "batch height width 3"],
+        *,
+        normalize: bool | None = None,
+        per_layer: bool = False,
+    ) -> Any:
+        """LPIPS distance between each pair of images.
+
+        Args:
+            x: Images (batch, height, width, 3), in [-1, 1] (or [0, 1] with ``normalize``).
+            y: Images of the same shape.
+            normalize: Override the module's input convention for this call.
+            per_layer: Also return the per-tap values.
+
+        Returns:
+            Distances of shape (batch,), or (batch, height, width) with ``spatial=True``; with
+            ``per_layer``, a tuple ``(distance, [value per tap])``.
+
+        Raises:
+            ValueError: On shapes that differ, not NHWC RGB, smaller than the trunk's minimum,
+                NaN/Inf, or values outside the declared range.
+            TypeError: On non-floating images.
+        """
+        normalize = self.normalize if normalize is None else normalize
+        self._validate(x, y, normalize)
+        if normalize:
+            x, y = 2.0 * x - 1.0, 2.0 * y - 1.0
+        shift = jnp.asarray(self.shift, x.dtype).reshape(1, 1, 1, 3)
+        scale = jnp.asarray(self.scale, x.dtype).reshape(1, 1, 1, 3)
+        taps_x = self.trunk.taps((x - shift) / scale)
+        taps_y = self.trunk.taps((y - shift) / scale)
+        values = []
+        for head, fx, fy in zip(self.heads, taps_x, taps_y, strict=True):
+            diff = (_unit_normalize(fx) - _unit_normalize(fy)) ** 2
+            v = head(diff) if self.lpips else jnp.sum(diff, axis=-1)
+            if self.spatial:
+                values.append(_upsample(v, x.shape[1:3]))
+            else:
+                values.append(jnp.mean(v, axis=(1, 2)))
+        total = sum(values[1:], values[0])
+        return (total, values) if per_layer else total
+
+    def distance(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        d = self(x, y)
+        return jnp.mean(d, axis=(1, 2)) if self.spatial else d
+
+
+LPIPSMetric = LPIPS
+"""LPIPS as a streaming metric: the same module (``update`` / ``compute`` / ``reset`` / ``merge``)."""
+
+
+def lpips(
+    x: Float[Array, "batch height width 3"],
+    y: Float[Array, "batch height width 3"],
+    *,
+    model: LPIPS,
+    normalize: bool | None = None,
+) -> Float[Array, ""]:
+    """Mean LPIPS distance between ``x`` and ``y``: a differentiable training loss.
+
+    Gradients flow to ``x`` and ``y`` (and to the heads, which are ``nnx.Param``), never to the
+    frozen trunk. The gradient is finite when ``x == y``.
+
+    Args:
+        x: Images (batch, height, width, 3).
+        y: Images of the same shape.
+        model: The :class:`LPIPS` module to use.
+        normalize: Input convention override (see :class:`LPIPS`).
+
+    Returns:
+        The scalar mean distance over the batch (and over space for a spatial model).
+    """
+    return jnp.mean(model(x, y, normalize=normalize))
+
+
+def _example():
+    from calibrax.learned._toy import ToyTrunk
+
+    model = LPIPS(net="alex", trunk=ToyTrunk(rngs=nnx.Rngs(0)), pretrained=False)
+    k = jax.random.split(jax.random.key(0), 2)
+    x = jax.random.uniform(k[0], (2, 32, 32, 3), jnp.float32, -1.0, 1.0)
+    y = jax.random.uniform(k[1], (2, 32, 32, 3), jnp.float32, -1.0, 1.0)
+    return (lambda a, b: lpips(a, b, model=model)), (x, y)
+
+
+register(
+    "lpips",
+    kind="function",
+    tier=2,
+    domain="perceptual",
+    higher_is_better=False,
+    differentiable=True,
+    example=_example,
+)(lpips)
