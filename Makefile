@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev,all]'
+	# The reference LPIPS package only for its packaged v0.1 heads (read without importing it):
+	# its declared torchvision dependency does not install beside torch 2.13.0.
+	$(BIN)/python -m pip install --quiet --no-deps lpips==0.1.4
 	touch $(STAMP)
 
 test: venv

@@ -71,7 +71,9 @@ def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - only without the extra
-        raise ImportError("the JPEG distortion needs Pillow: pip install 'calibrax[images]'") from err
+        raise ImportError(
+            "the JPEG distortion needs Pillow: pip install 'calibrax[images]'"
+        ) from err
     buf = io.BytesIO()
     Image.fromarray(np.round(x * 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
     buf.seek(0)
@@ -79,9 +81,7 @@ def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
 
 
-def distort(
-    patch: np.ndarray, kind: str, level: int, rng: np.random.Generator
-) -> np.ndarray:
+def distort(patch: np.ndarray, kind: str, level: int, rng: np.random.Generator) -> np.ndarray:
     """Apply distortion ``kind`` at ``level`` (1..5) to a float patch (H, W, 3) in [0, 1].
 
     Raises:

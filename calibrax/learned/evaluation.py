@@ -34,7 +34,11 @@ def _example_2afc():
 
 
 @register(
-    "two_afc_score", kind="function", tier=2, domain="perceptual", higher_is_better=True,
+    "two_afc_score",
+    kind="function",
+    tier=2,
+    domain="perceptual",
+    higher_is_better=True,
     example=_example_2afc,
 )
 def two_afc_score(
@@ -79,7 +83,11 @@ def _example_jnd():
 
 
 @register(
-    "jnd_map", kind="function", tier=2, domain="perceptual", higher_is_better=True,
+    "jnd_map",
+    kind="function",
+    tier=2,
+    domain="perceptual",
+    higher_is_better=True,
     example=_example_jnd,
 )
 def jnd_map(distances: Float[Array, " n"], same: Float[Array, " n"]) -> Float[Array, ""]:

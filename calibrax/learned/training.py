@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -168,7 +167,9 @@ def fit(
             for k, v in eval_fn(module).items():
                 history.setdefault(k, []).append(float(v))
         if manager is not None:
-            manager.save(epoch + 1, _TrainingState(module, optimizer), metadata={"history": history})
+            manager.save(
+                epoch + 1, _TrainingState(module, optimizer), metadata={"history": history}
+            )
         ran += 1
     return history
 

@@ -31,8 +31,15 @@ def test_training_lowers_loss_and_keeps_heads_nonnegative(data, tmp_path):
     train, val = data
     model = _model()
     hist = train_lpips(
-        model, train, val_data=val, epochs=3, decay_epochs=1, batch_size=16, lr=3e-2,
-        progress=False, plot_path=tmp_path / "curve.png",
+        model,
+        train,
+        val_data=val,
+        epochs=3,
+        decay_epochs=1,
+        batch_size=16,
+        lr=3e-2,
+        progress=False,
+        plot_path=tmp_path / "curve.png",
     )
     assert hist["epoch"] == [1, 2, 3, 4]
     assert hist["loss"][-1] < hist["loss"][0]
@@ -77,9 +84,14 @@ def test_bad_training_setups(data):
     base = LPIPS(net="alex", trunk=ToyTrunk(rngs=nnx.Rngs(0)), pretrained=False, lpips=False)
     with pytest.raises(ValueError, match=re.escape("expected an LPIPS model with `lpips=True`")):
         train_lpips(base, train, progress=False)
-    with pytest.raises(ValueError, match=re.escape("expected the dataset to hold at least one batch (500 examples), got 96")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("expected the dataset to hold at least one batch (500 examples), got 96"),
+    ):
         train_lpips(_model(), train, batch_size=500, progress=False)
-    with pytest.raises(ValueError, match=re.escape("expected `epochs` to be a positive integer, got 0")):
+    with pytest.raises(
+        ValueError, match=re.escape("expected `epochs` to be a positive integer, got 0")
+    ):
         train_lpips(_model(), train, epochs=0, decay_epochs=0, progress=False)
 
 
