@@ -7,9 +7,11 @@ Tiers: 0 pure metrics (``calibrax.functional``, ``calibrax.metrics``), 1 frozen-
 
 __version__ = "0.1.0"
 
+from calibrax import backbones
 from calibrax import core
 from calibrax import functional
 from calibrax import io
+from calibrax import learning
 from calibrax import metrics
 
-__all__ = ["__version__", "core", "functional", "io", "metrics"]
+__all__ = ["__version__", "backbones", "core", "functional", "io", "learning", "metrics"]

@@ -1,3 +1,9 @@
 """calibrax.benchmarks."""
 
-__all__: list[str] = []
+from calibrax.benchmarks.digits import DigitsEmbedder
+from calibrax.benchmarks.digits import DigitsMetricLearningBenchmark
+
+__all__ = [
+    "DigitsEmbedder",
+    "DigitsMetricLearningBenchmark",
+]

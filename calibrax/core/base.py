@@ -59,6 +59,10 @@ class Metric:
         return f"{type(self).__name__}({args})"
 
 
+def _where(path: tuple[Any, ...]) -> str:
+    return "/".join(str(p) for p in path)
+
+
 class StatefulMetric(nnx.Module):
     """Base for streaming metrics (tiers 0-2): ``update``, ``compute``, ``reset``, ``merge``.
 
@@ -102,13 +106,13 @@ class StatefulMetric(nnx.Module):
         theirs = dict(other._state_variables())
         if mine.keys() != theirs.keys():
             raise ValueError(
-                f"expected `other` to have the state variables {sorted(map(str, mine))}, "
-                f"got {sorted(map(str, theirs))}"
+                f"expected `other` to have the state variables {sorted(map(_where, mine))}, "
+                f"got {sorted(map(_where, theirs))}"
             )
         for path, var in mine.items():
             a, b = var[...], theirs[path][...]
             if a.shape != b.shape or a.dtype != b.dtype:
-                where = "/".join(str(p) for p in path)
+                where = _where(path)
                 raise ValueError(
                     f"expected state `{where}` of `other` to have shape {a.shape} and dtype "
                     f"{a.dtype}, got shape {b.shape} and dtype {b.dtype}"

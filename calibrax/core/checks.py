@@ -19,12 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "check_accumulated",
     "check_choice",
     "check_dim",
     "check_finite",
     "check_floating",
     "check_integer",
     "check_k",
+    "check_images",
+    "check_same_dtype",
     "check_labels_in_range",
     "check_min_samples",
     "check_ndim_in",
@@ -49,7 +52,9 @@ def _shape(x: Any) -> tuple[int, ...]:
 
 
 def _dtype(x: Any) -> np.dtype:
-    return jnp.result_type(x) if not hasattr(x, "dtype") else np.dtype(x.dtype)
+    # Lists and Python scalars have no dtype attribute: numpy infers one (jnp.result_type rejects
+    # lists).
+    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
 
 
 def check_rank(x: Any, ndim: int, name: str, dims: str | None = None) -> None:
@@ -100,7 +105,7 @@ def check_same_length(a: Any, b: Any, name_a: str, name_b: str) -> None:
 def check_dim(x: Any, axis: int, size: int, name: str, what: str = "size") -> None:
     """Raise ``ValueError`` unless ``x.shape[axis] == size``."""
     shape = _shape(x)
-    if shape[axis] != size:
+    if not -len(shape) <= axis < len(shape) or shape[axis] != size:
         raise ValueError(
             f"expected `{name}` to have {what} {size} on axis {axis}, got shape {shape}"
         )
@@ -211,3 +216,55 @@ def check_k(k: int, upper: int, name: str = "k", what: str = "the number of clas
     check_positive_int(k, name)
     if k > upper:
         raise ValueError(f"expected `{name}` to be at most {what} ({upper}), got {k}")
+
+
+def check_same_dtype(a: Any, b: Any, name_a: str, name_b: str) -> None:
+    """Raise ``TypeError`` unless ``a`` and ``b`` have the same dtype."""
+    da, db = _dtype(a), _dtype(b)
+    if da != db:
+        raise TypeError(f"expected `{name_a}` and `{name_b}` to have the same dtype, got {da} and {db}")
+
+
+def check_accumulated(count: Any, minimum: int = 1, name: str = "update") -> None:
+    """Raise ``ValueError`` if a concrete sample ``count`` is below ``minimum`` (skipped in jit).
+
+    Streaming metrics call this in ``compute`` so that computing before enough ``update`` calls is
+    an error rather than a NaN.
+    """
+    if not is_concrete(count):
+        return
+    n = int(np.asarray(count))
+    if n < minimum:
+        raise ValueError(
+            f"expected at least {minimum} samples accumulated by `{name}` before `compute`, "
+            f"got {n}"
+        )
+
+
+def check_images(x: Any, name: str = "images", *, channels: int = 3, min_size: int = 1) -> None:
+    """Raise unless ``x`` is a non-empty NHWC float batch with ``channels`` channels.
+
+    Args:
+        x: The batch, ``(batch, height, width, channels)``.
+        name: Argument name used in the messages.
+        channels: Required number of channels (last axis).
+        min_size: Smallest allowed height and width (the network's minimum input size).
+
+    Raises:
+        ValueError: If the rank, the channel count or the batch size is wrong, or the height or
+            width is below ``min_size``.
+        TypeError: If the dtype is not floating.
+    """
+    check_rank(x, 4, name, "batch, height, width, channels")
+    shape = _shape(x)
+    if shape[3] != channels:
+        raise ValueError(
+            f"expected `{name}` to have {channels} channels (last axis), got shape {shape}"
+        )
+    if shape[0] == 0:
+        raise ValueError(f"expected `{name}` to be non-empty, got shape {shape}")
+    if min(shape[1], shape[2]) < min_size:
+        raise ValueError(
+            f"expected `{name}` to have height and width at least {min_size}, got shape {shape}"
+        )
+    check_floating(x, name)

@@ -1,13 +1,37 @@
 """calibrax.io."""
 
+from calibrax.io.checkpoint import CheckpointManager
+from calibrax.io.checkpoint import read_metadata
+from calibrax.io.checkpoint import restore_state
+from calibrax.io.checkpoint import save_state
 from calibrax.io.images import ImageFolder
 from calibrax.io.images import UnreadableImageError
 from calibrax.io.images import list_images
 from calibrax.io.images import load_image
+from calibrax.io.torch_checkpoint import CheckpointError
+from calibrax.io.torch_checkpoint import UnsafeCheckpointError
+from calibrax.io.torch_checkpoint import load_torch_checkpoint
+from calibrax.io.weights import KNOWN_WEIGHTS
+from calibrax.io.weights import HashMismatchError
+from calibrax.io.weights import WeightsNotFoundError
+from calibrax.io.weights import import_weights
+from calibrax.io.weights import weights_status
 
 __all__ = [
+    "KNOWN_WEIGHTS",
+    "CheckpointError",
+    "CheckpointManager",
+    "HashMismatchError",
     "ImageFolder",
     "UnreadableImageError",
+    "UnsafeCheckpointError",
+    "WeightsNotFoundError",
+    "import_weights",
     "list_images",
     "load_image",
+    "load_torch_checkpoint",
+    "read_metadata",
+    "restore_state",
+    "save_state",
+    "weights_status",
 ]

@@ -301,6 +301,58 @@ class LPIPS(LearnedMetric):
         d = self(x, y)
         return jnp.mean(d, axis=(1, 2)) if self.spatial else d
 
+    def save_heads(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Save the heads (only) as an Orbax checkpoint, with the trunk name and tap sizes.
+
+        Raises:
+            FileExistsError: If ``path`` exists and ``overwrite`` is false.
+        """
+        from calibrax.io.checkpoint import save_state
+
+        save_state(
+            path,
+            _HeadsCheckpoint(self.heads),
+            metadata={"net": self.net, "tap_channels": list(self.tap_channels)},
+            overwrite=overwrite,
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, *, trunk: nnx.Module | None = None, **kwargs: Any
+    ) -> LPIPS:
+        """An LPIPS model with the heads saved by :meth:`save_heads` at ``path``.
+
+        Args:
+            path: The heads checkpoint.
+            trunk: The trunk module; by default loaded by name from the checkpoint's ``net``.
+            **kwargs: Other :class:`LPIPS` settings (``spatial``, ``normalize``, ...).
+
+        Raises:
+            FileNotFoundError: If ``path`` does not exist.
+            ValueError: If it is not a heads checkpoint, or its heads do not fit ``trunk``.
+        """
+        from calibrax.io.checkpoint import read_metadata
+        from calibrax.io.checkpoint import restore_state
+
+        meta = read_metadata(path)["metadata"]
+        if "net" not in meta or "tap_channels" not in meta:
+            raise ValueError(f"expected an LPIPS heads checkpoint at {str(path)!r}, got another kind")
+        model = cls(net=meta["net"], trunk=trunk, pretrained=False, **kwargs)
+        if list(model.tap_channels) != list(meta["tap_channels"]):
+            raise ValueError(
+                f"expected heads with channels {list(model.tap_channels)} for this trunk, got "
+                f"{meta['tap_channels']} (a head checkpoint for another trunk?)"
+            )
+        restore_state(path, _HeadsCheckpoint(model.heads))
+        return model
+
+
+class _HeadsCheckpoint(nnx.Module):
+    """The heads of an LPIPS model, as saved on their own."""
+
+    def __init__(self, heads: nnx.List) -> None:
+        self.heads = heads
+
 
 LPIPSMetric = LPIPS
 """LPIPS as a streaming metric: the same module (``update`` / ``compute`` / ``reset`` / ``merge``)."""

@@ -54,7 +54,7 @@ def _progress(total: int, desc: str, enabled: bool):
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is an optional extra
         return None
-    return tqdm(total=total, desc=desc, leave=False)
+    return tqdm(total=total, desc=desc, leave=False, disable=None)  # terminal only
 
 
 class _TrainingState(nnx.Module):

@@ -243,3 +243,22 @@ def test_bad_input(trunk):
         ValueError, match=re.escape("expected `pretrained=False` for trunk 'efficientnet-lite0'")
     ):
         LPIPS(net="efficientnet-lite0", trunk=trunk)
+
+
+def test_heads_checkpoint_round_trip_and_wrong_trunk(trunk, tmp_path):
+    model = _model(trunk)
+    rng = np.random.default_rng(1)
+    model.set_heads([rng.uniform(0, 1, c).astype(np.float32) for c in trunk.tap_channels])
+    model.save_heads(tmp_path / "heads")
+    loaded = LPIPS.from_checkpoint(tmp_path / "heads", trunk=trunk)
+    x, y = _imgs(0), _imgs(1)
+    np.testing.assert_array_equal(np.asarray(loaded(x, y)), np.asarray(model(x, y)))
+
+    class OtherTrunk(ToyTrunk):
+        tap_channels = (8, 16)
+
+        def taps(self, x):
+            return super().taps(x)[:2]
+
+    with pytest.raises(ValueError, match=re.escape("expected heads with channels [8, 16] for this trunk, got [8, 16, 16] (a head checkpoint for another trunk?)")):
+        LPIPS.from_checkpoint(tmp_path / "heads", trunk=OtherTrunk(rngs=nnx.Rngs(0)))

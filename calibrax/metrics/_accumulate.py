@@ -1,0 +1,125 @@
+"""Shared shells of the tier-0 streaming metrics.
+
+- :class:`SumCountMetric`: state (total, count), for every metric that is a mean of a per-sample
+  quantity (MSE, MAE, accuracy, log loss, Brier, NLL, ...). Additive, so the default ``merge`` and
+  ``reduce`` of :class:`~calibrax.core.StatefulMetric` apply.
+- :class:`ChanMetric`: centred statistics (means and centred sums of squares) that merge with the
+  parallel update of Chan et al. (1979); ``merge`` and ``reduce`` are overridden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from calibrax.core import checks
+from calibrax.core.base import StatefulMetric
+from calibrax.core.state import MetricState
+
+__all__ = ["ChanMetric", "SumCountMetric"]
+
+
+class SumCountMetric(StatefulMetric):
+    """Streaming ``total / count`` where each batch adds to both.
+
+    Subclasses set ``name``, ``higher_is_better``, and implement :meth:`_check` (input validation),
+    :meth:`_batch` (the functional ``_update``: batch to ``(total, count)``) and optionally
+    :meth:`_finish` (the functional ``_compute``).
+    """
+
+    total_dtype: ClassVar[Any] = None
+
+    def __init__(self, *, dtype: Any = jnp.float32) -> None:
+        self.total = MetricState(jnp.zeros((), self.total_dtype or dtype))
+        self.count = MetricState(jnp.zeros((), jnp.int32))
+
+    def _check(self, predictions: jax.Array, targets: jax.Array) -> None:
+        raise NotImplementedError
+
+    def _batch(self, predictions: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+        raise NotImplementedError
+
+    def _finish(self, total: jax.Array, count: jax.Array) -> jax.Array:
+        return total / count.astype(total.dtype)
+
+    def update(self, *, predictions: jax.Array, targets: jax.Array, **kwargs: Any) -> None:
+        """Add a batch; keyword arguments other than ``predictions``/``targets`` are ignored."""
+        del kwargs
+        self._check(predictions, targets)
+        total, count = self._batch(predictions, targets)
+        self.total[...] = self.total[...] + total.astype(self.total[...].dtype)
+        self.count[...] = self.count[...] + count
+
+    def compute(self) -> dict[str, jax.Array]:
+        """``{name: value}``; raises eagerly before any sample (NaN under jit)."""
+        checks.check_accumulated(self.count[...], 1)
+        return {self.name: self._finish(self.total[...], self.count[...])}
+
+
+class ChanMetric(StatefulMetric):
+    """Centred statistics merged exactly with Chan et al.'s parallel update.
+
+    Subclasses list their state variable names in ``_fields`` (the order of the functional
+    statistics tuple, count first), and set ``_merge_stats``, ``_batch_stats``, ``_compute_stats``
+    and ``_min_samples``.
+    """
+
+    _fields: ClassVar[tuple[str, ...]]
+    _min_samples: ClassVar[int] = 2
+    _merge_stats: ClassVar[Callable[..., tuple[jax.Array, ...]]]
+    _batch_stats: ClassVar[Callable[..., tuple[jax.Array, ...]]]
+    _compute_stats: ClassVar[Callable[..., jax.Array]]
+
+    def __init__(self, *, dtype: Any = jnp.float32) -> None:
+        self.count = MetricState(jnp.zeros((), jnp.int32))
+        for field in self._fields[1:]:
+            setattr(self, field, MetricState(jnp.zeros((), dtype)))
+
+    def _check(self, predictions: jax.Array, targets: jax.Array) -> None:
+        raise NotImplementedError
+
+    def _stats(self) -> tuple[jax.Array, ...]:
+        return tuple(getattr(self, f)[...] for f in self._fields)
+
+    def _set(self, stats: tuple[jax.Array, ...]) -> None:
+        for field, value in zip(self._fields, stats, strict=True):
+            var = getattr(self, field)
+            var[...] = value.astype(var[...].dtype)
+
+    def update(self, *, predictions: jax.Array, targets: jax.Array, **kwargs: Any) -> None:
+        """Add a batch; keyword arguments other than ``predictions``/``targets`` are ignored."""
+        del kwargs
+        self._check(predictions, targets)
+        mine = self._stats()
+        batch = tuple(
+            b.astype(m.dtype)
+            for b, m in zip(self._batch_stats(predictions, targets), mine, strict=True)
+        )
+        self._set(self._merge_stats(mine, batch))
+
+    def merge(self, other: StatefulMetric) -> None:
+        """Combine ``other``'s statistics into this metric (exact parallel update).
+
+        Raises:
+            TypeError: If ``other`` is a different metric class.
+            ValueError: If the state shapes or dtypes differ.
+        """
+        self._check_mergeable(other)
+        self._set(self._merge_stats(self._stats(), other._stats()))
+
+    def reduce(self, axis_name: str) -> None:
+        """Merge the statistics of every member of the named mesh axis (inside ``shard_map``)."""
+        gathered = [jax.lax.all_gather(s, axis_name) for s in self._stats()]
+        stats = tuple(g[0] for g in gathered)
+        for i in range(1, gathered[0].shape[0]):
+            stats = self._merge_stats(stats, tuple(g[i] for g in gathered))
+        self._set(stats)
+
+    def compute(self) -> dict[str, jax.Array]:
+        """``{name: value}``; raises eagerly with too few samples (unchecked under jit)."""
+        checks.check_accumulated(self.count[...], self._min_samples)
+        return {self.name: self._compute_stats(*self._stats())}

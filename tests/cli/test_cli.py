@@ -1,0 +1,175 @@
+"""The command line through subprocesses, as a user runs it.
+
+Every error is one line on stderr (``calibrax: error: ...``) with exit code 1; usage errors exit 2.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLI = [sys.executable, "-m", "calibrax.cli.main"]
+
+
+def run(*args, timeout=600):
+    # The same environment as this process (8 host devices via XLA_FLAGS): XLA's CPU code, and
+    # so the float32 backbone's last bits, depends on the device configuration.
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _png(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    import skimage.data
+
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    img = skimage.data.astronaut()
+    for i in range(5):
+        y, x = rng.integers(0, 400, 2)
+        patch = img[y : y + 64, x : x + 64]
+        _png(root / "a" / f"{i}.png", patch)
+        noisy = np.clip(patch + rng.normal(0, 30, patch.shape), 0, 255).astype(np.uint8)
+        _png(root / "b" / f"{i}.png", noisy)
+    return root
+
+
+def _one_line_error(proc, fragment):
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("calibrax: error: ")
+    assert fragment in lines[0], lines[0]
+
+
+def test_missing_folder(tmp_path):
+    proc = run("fid", str(tmp_path / "nope"), str(tmp_path / "nope2"))
+    _one_line_error(proc, "expected `folder` to be an existing directory, got")
+
+
+def test_empty_folder_and_non_image_files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _one_line_error(
+        run("fid", str(tmp_path / "empty"), str(tmp_path / "empty")),
+        "expected `folder` to contain image files",
+    )
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "a.txt").write_text("hello")
+    _one_line_error(
+        run("stats", str(tmp_path / "txt"), "-o", str(tmp_path / "s.npz")),
+        "expected `folder` to contain image files",
+    )
+
+
+def test_wrong_backbone_name(folders):
+    proc = run("fid", str(folders / "a"), str(folders / "b"), "--backbone", "resnet9000")
+    _one_line_error(proc, "expected `name` to be one of")
+
+
+def test_missing_weights_say_how_to_import(folders):
+    proc = run("fid", str(folders / "a"), str(folders / "b"), "--backbone", "inception-v3-fid")
+    _one_line_error(proc, "calibrax weights import inception-v3-fid")
+
+
+def test_unreadable_file_stops_or_is_skipped(folders, tmp_path):
+    bad = tmp_path / "bad"
+    for i in range(3):
+        _png(bad / f"{i}.png", np.asarray(Image.open(folders / "a" / f"{i}.png")))
+    (bad / "broken.png").write_bytes(b"\x89PNG\r\n not an image")
+    _one_line_error(run("stats", str(bad), "-o", str(tmp_path / "s.npz")), "broken.png")
+    ok = run(
+        "stats",
+        str(bad),
+        "-o",
+        str(tmp_path / "s.npz"),
+        "--skip-unreadable",
+        "--json",
+        "--no-progress",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["num_samples"] == 3
+    assert "skipped 1 unreadable file(s)" in ok.stderr
+
+
+def test_mixed_sizes_resize_or_fail_with_resize_none(tmp_path):
+    rng = np.random.default_rng(0)
+    _png(tmp_path / "m" / "a.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    _png(tmp_path / "m" / "b.png", rng.integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    _png(tmp_path / "m" / "c.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    proc = run("stats", str(tmp_path / "m"), "-o", str(tmp_path / "s.npz"), "--resize", "none")
+    _one_line_error(proc, "expected every image to have size (40, 40)")
+    ok = run("stats", str(tmp_path / "m"), "-o", str(tmp_path / "s.npz"), "--no-progress", "--json")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run("fid").returncode == 2
+    assert run("frobnicate").returncode == 2
+
+
+def test_weights_list_json():
+    proc = run("weights", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["weights"]}
+    assert rows["efficientnet-lite0"]["present"] is True
+    assert set(rows) >= {
+        "efficientnet-lite0",
+        "inception-v3-fid",
+        "alexnet",
+        "vgg16",
+        "squeezenet1_1",
+    }
+    assert all(len(r["sha256"]) == 64 for r in rows.values())
+
+
+@pytest.mark.slow
+def test_fid_and_stats_agree_with_python_api(folders, tmp_path):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from calibrax.backbones import load
+    from calibrax.io import ImageFolder
+    from calibrax.metrics import FrechetDistance
+
+    proc = run(
+        "fid",
+        str(folders / "a"),
+        str(folders / "b"),
+        "--json",
+        "--no-progress",
+        "--batch-size",
+        "5",
+    )
+    assert proc.returncode == 0, proc.stderr
+    cli_value = json.loads(proc.stdout)["frechet_distance"]
+
+    metric = FrechetDistance(backbone=load("efficientnet-lite0"))
+    update = nnx.jit(lambda m, x, real: m.update(images=x, real=real), static_argnums=2)
+    for side, real in (("a", True), ("b", False)):
+        for batch in ImageFolder(folders / side, size=metric.input_size).batches(5):
+            update(metric, jnp.asarray(batch), real)
+    api_value = float(metric.compute()["frechet_distance"])
+    # Same images, same resize, the same jitted float32 backbone and float64 statistics: equal to
+    # float64 rounding. (An eager update differs at ~1e-7: XLA fuses the jitted convolutions.)
+    assert cli_value == pytest.approx(api_value, rel=1e-9)
+
+    sa = tmp_path / "a.npz"
+    assert (
+        run(
+            "stats", str(folders / "a"), "-o", str(sa), "--no-progress", "--batch-size", "5"
+        ).returncode
+        == 0
+    )
+    with np.load(sa) as data:
+        assert sorted(data.keys()) == ["mu", "num_samples", "sigma"]  # pytorch-fid's keys
+        assert data["mu"].shape == (1280,) and data["sigma"].shape == (1280, 1280)
+    from_stats = run("fid", str(sa), str(folders / "b"), "--json", "--batch-size", "5", "--no-progress")
+    assert from_stats.returncode == 0, from_stats.stderr
+    assert json.loads(from_stats.stdout)["frechet_distance"] == pytest.approx(api_value, rel=1e-9)

@@ -1,0 +1,34 @@
+"""Parity of calibrax.learning.NTXentLoss with pytorch-metric-learning 2.9 (float64, see
+_pml_parity for the tolerances and why float64)."""
+
+import pytest
+from _pml_parity import assert_parity
+from pytorch_metric_learning import distances as D
+from pytorch_metric_learning import losses as L
+from pytorch_metric_learning import miners as M
+
+import calibrax.learning as C
+
+CONFIGS = {
+    "defaults": (lambda: C.NTXentLoss(), lambda: L.NTXentLoss()),
+    "lp_distance": (
+        lambda: C.NTXentLoss(temperature=0.5, distance=C.LpDistance()),
+        lambda: L.NTXentLoss(temperature=0.5, distance=D.LpDistance()),
+    ),
+}
+MINED = {
+    "multi_similarity_miner": (lambda: C.MultiSimilarityMiner(), lambda: M.MultiSimilarityMiner()),
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_ntxent_matches_pml(config):
+    ours, theirs = CONFIGS[config]
+    assert_parity(ours(), theirs())
+
+
+@pytest.mark.parametrize("miner", sorted(MINED))
+def test_ntxent_with_miner_matches_pml(miner):
+    our_miner, their_miner = MINED[miner]
+    ours, theirs = CONFIGS["defaults"]
+    assert_parity(ours(), theirs(), our_miner=our_miner(), their_miner=their_miner())
