@@ -11,7 +11,8 @@ from calibrax import backbones
 from calibrax import core
 from calibrax import functional
 from calibrax import io
+from calibrax import learned
 from calibrax import learning
 from calibrax import metrics
 
-__all__ = ["__version__", "backbones", "core", "functional", "io", "learning", "metrics"]
+__all__ = ["__version__", "backbones", "core", "functional", "io", "learned", "learning", "metrics"]

@@ -150,6 +150,11 @@ class EfficientNetLite0(nnx.Module):
     num_classes = 1000
     stage_channels = tuple(g[5] for g in _GROUPS)
     resize_method = "bilinear"
+    # The LPIPS trunk interface: taps() takes input already normalised by mean/std.
+    tap_channels = stage_channels
+    min_input_size = min_size
+    mean = tuple(float(v) for v in IMAGENET_MEAN)
+    std = tuple(float(v) for v in IMAGENET_STD)
 
     def __init__(self, *, rngs: nnx.Rngs | None = None):
         self._conv_stem = Conv2d(3, 32, 3, stride=2, padding="same", bias=False, rngs=rngs)
@@ -213,17 +218,24 @@ class EfficientNetLite0(nnx.Module):
         dtype = images.dtype
         mean = jnp.asarray(np.reshape(IMAGENET_MEAN, (1, 1, 1, 3)), dtype)
         std = jnp.asarray(np.reshape(IMAGENET_STD, (1, 1, 1, 3)), dtype)
-        x = (images - mean) / std
+        stages = self.taps((images - mean) / std)
+        x = jax.nn.relu6(self._bn1(self._conv_head(stages[-1])))
+        features = jnp.mean(x, axis=(1, 2))
+        logits = self._fc(features)
+        return EfficientNetOutput(logits=logits, features=features, stages=tuple(stages))
+
+    def taps(self, x: Float[Array, "batch h w 3"]) -> list[jax.Array]:
+        """The 7 stage outputs for input ALREADY normalised by ``mean``/``std`` (LPIPS trunk).
+
+        Unlike :meth:`forward`, no checks and no normalisation: LPIPS applies its own input layer.
+        """
         x = jax.nn.relu6(self._bn0(self._conv_stem(x)))
         stages = []
         for i, block in enumerate(self._blocks):
             x = block(x)
             if i in self.group_ends:
                 stages.append(x)
-        x = jax.nn.relu6(self._bn1(self._conv_head(x)))
-        features = jnp.mean(x, axis=(1, 2))
-        logits = self._fc(features)
-        return EfficientNetOutput(logits=logits, features=features, stages=tuple(stages))
+        return stages
 
     def __call__(self, images: Float[Array, "batch h w 3"]) -> Float[Array, "batch 1280"]:
         """The 1280-d pooled features of ``images`` (see :meth:`forward`)."""

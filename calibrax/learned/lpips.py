@@ -77,7 +77,7 @@ def load_official_heads(net: str, path: str | Path | None = None) -> list[np.nda
     checks.check_choice(net, OFFICIAL_HEADS, "net")
     if path is None:
         spec = importlib.util.find_spec("lpips")
-        if spec is None or spec.origin is None:
+        if spec is None or spec.origin is None or spec.submodule_search_locations is None:
             raise FileNotFoundError(
                 "expected the `lpips` package to be installed for its official heads "
                 "(pip install --no-deps lpips==0.1.4), or `path` to a heads .pth file; got neither"

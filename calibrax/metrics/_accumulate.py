@@ -113,11 +113,20 @@ class ChanMetric(StatefulMetric):
 
     def reduce(self, axis_name: str) -> None:
         """Merge the statistics of every member of the named mesh axis (inside ``shard_map``)."""
-        gathered = [jax.lax.all_gather(s, axis_name) for s in self._stats()]
-        stats = tuple(g[0] for g in gathered)
-        for i in range(1, gathered[0].shape[0]):
-            stats = self._merge_stats(stats, tuple(g[i] for g in gathered))
-        self._set(stats)
+        stats = tuple(jax.lax.all_gather(s, axis_name) for s in self._stats())
+        # Pairwise tree of merges: the merge is elementwise, so each level is one vector merge.
+        while stats[0].shape[0] > 1:
+            size = stats[0].shape[0]
+            even = size - size % 2
+            merged = self._merge_stats(
+                tuple(s[0:even:2] for s in stats), tuple(s[1:even:2] for s in stats)
+            )
+            if size % 2:
+                merged = tuple(
+                    jnp.concatenate([m, s[-1:]]) for m, s in zip(merged, stats, strict=True)
+                )
+            stats = merged
+        self._set(tuple(s[0] for s in stats))
 
     def compute(self) -> dict[str, jax.Array]:
         """``{name: value}``; raises eagerly with too few samples (unchecked under jit)."""
