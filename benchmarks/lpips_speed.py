@@ -22,7 +22,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -122,18 +121,31 @@ def main() -> int:
     mine = ours(reps)
     proc = subprocess.run(
         [TV_PYTHON, "-c", REFERENCE, str(ROOT / "scripts"), str(reps)],
-        capture_output=True, text=True, timeout=1200,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     if proc.returncode != 0:
         print(f"skipped: the reference failed: {proc.stderr.strip()[-300:]}")
         return 0
     ref = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"| benchmark (batch {BATCH}, {SIZE}x{SIZE}) | ours (s) | lpips (s) | ratio |\n|---|---|---|---|")
+    print(
+        f"| benchmark (batch {BATCH}, {SIZE}x{SIZE}) | ours (s) | lpips (s) | ratio |\n|---|---|---|---|"
+    )
     for name in ("distance", "train_step"):
         ratio = ref[name] / mine[name]
         print(f"| {name} | {mine[name]:.4f} | {ref[name]:.4f} | {ratio:.2f} |")
     for name in ("distance", "train_step"):
-        print(json.dumps({"benchmark": f"lpips_alex_{name}", "ours_s": mine[name], "reference_s": ref[name], "ratio": ref[name] / mine[name]}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": f"lpips_alex_{name}",
+                    "ours_s": mine[name],
+                    "reference_s": ref[name],
+                    "ratio": ref[name] / mine[name],
+                }
+            )
+        )
     return 0
 
 

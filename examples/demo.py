@@ -98,7 +98,13 @@ def generative(n: int, out: Path) -> None:
         report("generative", f"Fréchet distance, noise+blur level {level}", fd)
         report("generative", f"KID, noise+blur level {level}", kids[-1])
     report("generative", "distance grows with distortion", str(fids == sorted(fids)))
-    _plot(out / "generative.png", [1, 3, 5], {"Fréchet distance": fids, "KID x 1000": [1e3 * k for k in kids]}, "distortion level", "Distance to real patches")
+    _plot(
+        out / "generative.png",
+        [1, 3, 5],
+        {"Fréchet distance": fids, "KID x 1000": [1e3 * k for k in kids]},
+        "distortion level",
+        "Distance to real patches",
+    )
 
 
 class Classifier(nnx.Module):
@@ -138,8 +144,16 @@ def calibration(out: Path, steps: int) -> None:
     probs = jax.nn.softmax(logits)
     labels = jnp.asarray(y[te])
     report("calibration", "held-out accuracy", float(F.accuracy(probs, labels)))
-    report("calibration", "ECE (15 equal-width bins)", float(F.expected_calibration_error(probs, labels)))
-    report("calibration", "ECE (15 equal-mass bins)", float(F.expected_calibration_error(probs, labels, strategy="quantile")))
+    report(
+        "calibration",
+        "ECE (15 equal-width bins)",
+        float(F.expected_calibration_error(probs, labels)),
+    )
+    report(
+        "calibration",
+        "ECE (15 equal-mass bins)",
+        float(F.expected_calibration_error(probs, labels, strategy="quantile")),
+    )
     report("calibration", "MCE", float(F.maximum_calibration_error(probs, labels)))
     report("calibration", "Brier score", float(F.brier_score(probs, labels)))
     report("calibration", "NLL", float(F.negative_log_likelihood(logits, labels)))
@@ -166,13 +180,26 @@ def lpips_training(out: Path, n_train: int, epochs: int) -> None:
     model = LPIPS(net="efficientnet-lite0", pretrained=False)
     before = evaluate_2afc(model, val, 32)
     hist = train_lpips(
-        model, train, val_data=val, epochs=epochs, decay_epochs=epochs, batch_size=32,
-        lr=1e-3, plot_path=out / "lpips_training.png", progress=True,
+        model,
+        train,
+        val_data=val,
+        epochs=epochs,
+        decay_epochs=epochs,
+        batch_size=32,
+        lr=1e-3,
+        plot_path=out / "lpips_training.png",
+        progress=True,
     )
     report("lpips", "held-out 2AFC, untrained heads", before)
     report("lpips", "held-out 2AFC, trained heads", hist["val_2afc"][-1])
-    report("lpips", "BCE loss, first -> last epoch", f"{hist['loss'][0]:.4f} -> {hist['loss'][-1]:.4f}")
-    report("lpips", "heads non-negative", str(all(float(h.weight[...].min()) >= 0 for h in model.heads)))
+    report(
+        "lpips", "BCE loss, first -> last epoch", f"{hist['loss'][0]:.4f} -> {hist['loss'][-1]:.4f}"
+    )
+    report(
+        "lpips",
+        "heads non-negative",
+        str(all(float(h.weight[...].min()) >= 0 for h in model.heads)),
+    )
     model.save_heads(out / "lpips_heads", overwrite=True)
 
 
@@ -213,8 +240,20 @@ def _reliability_plot(path: Path, diagram) -> None:
     keep = count > 0
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.bar(np.asarray(diagram.confidence)[keep], np.asarray(diagram.accuracy)[keep], width=0.08, alpha=0.7, label="accuracy per bin")
-    ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    ax.bar(
+        np.asarray(diagram.confidence)[keep],
+        np.asarray(diagram.accuracy)[keep],
+        width=0.08,
+        alpha=0.7,
+        label="accuracy per bin",
+    )
+    ax.set(
+        xlabel="confidence",
+        ylabel="accuracy",
+        title="Reliability diagram",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -241,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'section':16s} {'measure':{width}s} value")
     for section, name, value in SUMMARY:
         print(f"  {section:16s} {name:{width}s} {value}")
-    print(f"\nPlots written to {out.resolve()}/ (" + ", ".join(sorted(p.name for p in out.glob('*.png'))) + ")")
+    print(
+        f"\nPlots written to {out.resolve()}/ ("
+        + ", ".join(sorted(p.name for p in out.glob("*.png")))
+        + ")"
+    )
     return 0
 
 

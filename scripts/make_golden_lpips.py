@@ -63,14 +63,18 @@ def main() -> None:
         ty = torch.from_numpy(np.ascontiguousarray(y.transpose(0, 3, 1, 2)))
         out = {"x": x.astype(np.float32), "y": y.astype(np.float32)}
         for spatial in (False, True):
-            model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, spatial=spatial, verbose=False)
+            model = lpips.LPIPS(
+                net=net, version="0.1", pnet_rand=True, spatial=spatial, verbose=False
+            )
             seeded_trunk_into(model, net)
             model.eval()
             with torch.no_grad():
                 d, layers = model(tx, ty, retPerLayer=True)
             key = "spatial" if spatial else "distance"
             out[key] = d.numpy()[:, 0] if spatial else d.numpy().reshape(-1)
-            out[f"{key}_layers"] = np.stack([v.numpy()[:, 0] if spatial else v.numpy().reshape(-1) for v in layers])
+            out[f"{key}_layers"] = np.stack(
+                [v.numpy()[:, 0] if spatial else v.numpy().reshape(-1) for v in layers]
+            )
         base = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, lpips=False, verbose=False)
         seeded_trunk_into(base, net)
         with torch.no_grad():

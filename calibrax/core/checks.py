@@ -24,10 +24,9 @@ __all__ = [
     "check_dim",
     "check_finite",
     "check_floating",
+    "check_images",
     "check_integer",
     "check_k",
-    "check_images",
-    "check_same_dtype",
     "check_labels_in_range",
     "check_min_samples",
     "check_ndim_in",
@@ -36,6 +35,7 @@ __all__ = [
     "check_probabilities",
     "check_range",
     "check_rank",
+    "check_same_dtype",
     "check_same_length",
     "check_same_shape",
     "is_concrete",
@@ -222,7 +222,9 @@ def check_same_dtype(a: Any, b: Any, name_a: str, name_b: str) -> None:
     """Raise ``TypeError`` unless ``a`` and ``b`` have the same dtype."""
     da, db = _dtype(a), _dtype(b)
     if da != db:
-        raise TypeError(f"expected `{name_a}` and `{name_b}` to have the same dtype, got {da} and {db}")
+        raise TypeError(
+            f"expected `{name_a}` and `{name_b}` to have the same dtype, got {da} and {db}"
+        )
 
 
 def check_accumulated(count: Any, minimum: int = 1, name: str = "update") -> None:
@@ -236,8 +238,7 @@ def check_accumulated(count: Any, minimum: int = 1, name: str = "update") -> Non
     n = int(np.asarray(count))
     if n < minimum:
         raise ValueError(
-            f"expected at least {minimum} samples accumulated by `{name}` before `compute`, "
-            f"got {n}"
+            f"expected at least {minimum} samples accumulated by `{name}` before `compute`, got {n}"
         )
 
 

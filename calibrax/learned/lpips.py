@@ -336,7 +336,9 @@ class LPIPS(LearnedMetric):
 
         meta = read_metadata(path)["metadata"]
         if "net" not in meta or "tap_channels" not in meta:
-            raise ValueError(f"expected an LPIPS heads checkpoint at {str(path)!r}, got another kind")
+            raise ValueError(
+                f"expected an LPIPS heads checkpoint at {str(path)!r}, got another kind"
+            )
         model = cls(net=meta["net"], trunk=trunk, pretrained=False, **kwargs)
         if list(model.tap_channels) != list(meta["tap_channels"]):
             raise ValueError(

@@ -170,6 +170,8 @@ def test_fid_and_stats_agree_with_python_api(folders, tmp_path):
     with np.load(sa) as data:
         assert sorted(data.keys()) == ["mu", "num_samples", "sigma"]  # pytorch-fid's keys
         assert data["mu"].shape == (1280,) and data["sigma"].shape == (1280, 1280)
-    from_stats = run("fid", str(sa), str(folders / "b"), "--json", "--batch-size", "5", "--no-progress")
+    from_stats = run(
+        "fid", str(sa), str(folders / "b"), "--json", "--batch-size", "5", "--no-progress"
+    )
     assert from_stats.returncode == 0, from_stats.stderr
     assert json.loads(from_stats.stdout)["frechet_distance"] == pytest.approx(api_value, rel=1e-9)

@@ -260,5 +260,10 @@ def test_heads_checkpoint_round_trip_and_wrong_trunk(trunk, tmp_path):
         def taps(self, x):
             return super().taps(x)[:2]
 
-    with pytest.raises(ValueError, match=re.escape("expected heads with channels [8, 16] for this trunk, got [8, 16, 16] (a head checkpoint for another trunk?)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "expected heads with channels [8, 16] for this trunk, got [8, 16, 16] (a head checkpoint for another trunk?)"
+        ),
+    ):
         LPIPS.from_checkpoint(tmp_path / "heads", trunk=OtherTrunk(rngs=nnx.Rngs(0)))

@@ -24,7 +24,11 @@ _SPEC = importlib.util.spec_from_file_location("seeded_weights", GOLDEN / "seede
 seeded_weights = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(seeded_weights)
 
-TRUNKS = {"alex": (AlexNet, "alexnet"), "vgg": (VGG16, "vgg16"), "squeeze": (SqueezeNet1_1, "squeezenet1_1")}
+TRUNKS = {
+    "alex": (AlexNet, "alexnet"),
+    "vgg": (VGG16, "vgg16"),
+    "squeeze": (SqueezeNet1_1, "squeezenet1_1"),
+}
 # Both sides are float32 networks whose convolutions sum in different orders (oneDNN vs XLA):
 # trunk taps differ at ~1e-6 relative, which after normalisation and squaring stays below 1e-5.
 RTOL = 1e-5
@@ -47,7 +51,9 @@ def test_distances_and_per_layer_values(case):
     model = LPIPS(net=net, trunk=trunk)
     d, layers = model(golden["x"], golden["y"], per_layer=True)
     np.testing.assert_allclose(np.asarray(d), golden["distance"], rtol=RTOL)
-    np.testing.assert_allclose(np.stack([np.asarray(v) for v in layers]), golden["distance_layers"], rtol=RTOL)
+    np.testing.assert_allclose(
+        np.stack([np.asarray(v) for v in layers]), golden["distance_layers"], rtol=RTOL
+    )
 
 
 def test_spatial_maps(case):
@@ -57,10 +63,14 @@ def test_spatial_maps(case):
     # Maps hold many small values: relative 1e-5 with an absolute floor at 1e-5 of the map's scale.
     atol = 1e-5 * float(np.abs(golden["spatial"]).max())
     np.testing.assert_allclose(np.asarray(d), golden["spatial"], rtol=RTOL, atol=atol)
-    np.testing.assert_allclose(np.stack([np.asarray(v) for v in layers]), golden["spatial_layers"], rtol=RTOL, atol=atol)
+    np.testing.assert_allclose(
+        np.stack([np.asarray(v) for v in layers]), golden["spatial_layers"], rtol=RTOL, atol=atol
+    )
 
 
 def test_unweighted_baseline(case):
     net, trunk, golden = case
     model = LPIPS(net=net, trunk=trunk, lpips=False)
-    np.testing.assert_allclose(np.asarray(model(golden["x"], golden["y"])), golden["baseline"], rtol=RTOL)
+    np.testing.assert_allclose(
+        np.asarray(model(golden["x"], golden["y"])), golden["baseline"], rtol=RTOL
+    )
