@@ -186,7 +186,8 @@ def lpips_training(out: Path, n_train: int, epochs: int) -> None:
         epochs=epochs,
         decay_epochs=epochs,
         batch_size=32,
-        lr=1e-3,
+        # Far above the paper's 1e-4: a few hundred synthetic examples, not ~150k judgments.
+        lr=5e-2,
         plot_path=out / "lpips_training.png",
         progress=True,
     )
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibrax {calibrax.__version__}, jax {jax.__version__} on {jax.devices()[0].platform}")
     generative(32 if args.quick else 64, out)
     calibration(out, 60 if args.quick else 300)
-    lpips_training(out, 64 if args.quick else 256, 1 if args.quick else 2)
+    lpips_training(out, 64 if args.quick else 384, 1 if args.quick else 2)
     metric_learning(2 if args.quick else 20)
     print(f"\nSummary ({time.perf_counter() - t0:.0f} s):")
     width = max(len(n) for _, n, _ in SUMMARY)

@@ -381,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--decay-epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-4)
+    # The paper's 1e-4 suits ~150k human judgments; a few hundred synthetic ones need more.
+    p.add_argument("--lr", type=float, default=5e-2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="lpips_run")
     common(p, backbone=False)
