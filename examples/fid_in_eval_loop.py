@@ -60,13 +60,19 @@ def main() -> None:
 
     data = (load_digits().data / 16.0).astype(np.float32)
     perm = np.random.default_rng(0).permutation(len(data))
-    train, held = jnp.asarray(data[perm[:1400]]), jnp.asarray(data[perm[1400 : 1400 + args.eval_size]])
+    train, held = (
+        jnp.asarray(data[perm[:1400]]),
+        jnp.asarray(data[perm[1400 : 1400 + args.eval_size]]),
+    )
 
     backbone = load("efficientnet-lite0")
     fid = FrechetDistance(backbone=backbone, reset_real_features=False)
     kid = KernelDistance(
-        backbone=backbone, max_samples=args.eval_size, subsets=20,
-        subset_size=args.eval_size // 2, reset_real_features=False,
+        backbone=backbone,
+        max_samples=args.eval_size,
+        subsets=20,
+        subset_size=args.eval_size // 2,
+        reset_real_features=False,
     )
     update = nnx.jit(lambda m, x, real: m.update(images=x, real=real), static_argnums=2)
     for i in range(0, args.eval_size, 32):
@@ -101,7 +107,10 @@ def main() -> None:
             k = float(kid.compute()["kid_mean"])
             for key, v in (("step", s), ("loss", float(loss)), ("fid", f), ("kid", k)):
                 history[key].append(v)
-            print(f"step {s:4d}  loss {float(loss):.4f}  Fréchet distance {f:8.3f}  KID {k:.4f}", flush=True)
+            print(
+                f"step {s:4d}  loss {float(loss):.4f}  Fréchet distance {f:8.3f}  KID {k:.4f}",
+                flush=True,
+            )
 
     import matplotlib
 
@@ -109,7 +118,12 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for ax, key, title in zip(axes, ("loss", "fid", "kid"), ("reconstruction MSE", "Fréchet distance (EfficientNet-Lite0)", "KID"), strict=True):
+    for ax, key, title in zip(
+        axes,
+        ("loss", "fid", "kid"),
+        ("reconstruction MSE", "Fréchet distance (EfficientNet-Lite0)", "KID"),
+        strict=True,
+    ):
         ax.plot(history["step"], history[key], marker="o")
         ax.set(xlabel="step", title=title)
     fig.tight_layout()
