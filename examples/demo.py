@@ -74,11 +74,14 @@ def generative(n: int, out: Path) -> None:
     kid = KernelDistance(
         backbone=backbone, max_samples=n, subsets=20, subset_size=n // 2, reset_real_features=False
     )
-    update = nnx.jit(lambda m, x, real: m.update(images=x, real=real), static_argnums=2)
+    # The backbone runs once per batch; both metrics take its features (``features=``).
+    extract = nnx.jit(lambda m, x: m.features_of(x))
+    update = nnx.jit(lambda m, f, real: m.update(features=f, real=real), static_argnums=2)
     batch = 16
     for i in range(0, n, batch):
-        update(fid, jnp.asarray(real[i : i + batch]), True)
-        update(kid, jnp.asarray(real[i : i + batch]), True)
+        feats = extract(fid, jnp.asarray(real[i : i + batch]))
+        update(fid, feats, True)
+        update(kid, feats, True)
     rng = np.random.default_rng(1)
     fids, kids = [], []
     for level in (1, 3, 5):
@@ -88,9 +91,9 @@ def generative(n: int, out: Path) -> None:
             chunk = real[i : i + batch].astype(np.float32) / 255.0
             noisy = np.stack([distort(p, "noise", level, rng) for p in chunk])
             blurred = np.stack([distort(p, "blur", level, rng) for p in noisy])
-            fake = jnp.asarray(np.round(blurred * 255).astype(np.uint8))
-            update(fid, fake, False)
-            update(kid, fake, False)
+            feats = extract(fid, jnp.asarray(np.round(blurred * 255).astype(np.uint8)))
+            update(fid, feats, False)
+            update(kid, feats, False)
         fd = float(fid.compute()["frechet_distance"])
         k = kid.compute()
         fids.append(fd)

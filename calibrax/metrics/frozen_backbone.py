@@ -182,6 +182,20 @@ class FrozenBackboneMetric(StatefulMetric):
             return self.backbone.logits
         return self.backbone
 
+    def features_of(self, images: Float[Array, "batch h w 3"]) -> Float[Array, "batch features"]:
+        """The backbone features of ``images`` under this metric's input convention.
+
+        Lets several metrics on the same backbone share one forward pass: feed the result to each
+        with ``update(features=..., real=...)``.
+
+        Raises:
+            ValueError: On a wrong shape or out-of-range values.
+            TypeError: On a dtype that does not fit ``normalize``.
+        """
+        if self.backbone is None:
+            raise ValueError("expected a metric with a backbone to embed images, got backbone=None")
+        return self._image_features(images)
+
     def _image_features(
         self, images: Float[Array, "batch h w 3"]
     ) -> Float[Array, "batch features"]:

@@ -438,3 +438,35 @@ def test_default_backbone_end_to_end_on_real_images():
     )
     # float32 features; the metric's float32 batch scatter adds ~1e-6 relative.
     np.testing.assert_allclose(float(other.compute()["frechet_distance"]), float(ref), rtol=1e-4)
+
+
+def test_features_of_shares_one_backbone_pass_between_metrics():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from calibrax.metrics import FrechetDistance
+    from calibrax.metrics import KernelDistance
+
+    backbone = BACKBONE
+    rng = np.random.default_rng(0)
+    real = jnp.asarray(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))
+    fake = jnp.asarray(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))
+    by_images = FrechetDistance(backbone=backbone)
+    by_features = FrechetDistance(backbone=backbone)
+    kid = KernelDistance(backbone=backbone, max_samples=6, subsets=2, subset_size=3)
+    by_images.update(images=real, real=True)
+    by_images.update(images=fake, real=False)
+    for x, side in ((real, True), (fake, False)):
+        f = by_features.features_of(x)
+        by_features.update(features=f, real=side)
+        kid.update(features=f, real=side)
+    np.testing.assert_allclose(
+        float(by_features.compute()["frechet_distance"]),
+        float(by_images.compute()["frechet_distance"]),
+        rtol=1e-12,
+    )
+    assert np.isfinite(float(kid.compute()["kid_mean"]))
+    with pytest.raises(
+        ValueError, match="expected a metric with a backbone to embed images, got backbone=None"
+    ):
+        FrechetDistance(backbone=None, num_features=4).features_of(real)
