@@ -175,3 +175,52 @@ def test_fid_and_stats_agree_with_python_api(folders, tmp_path):
     )
     assert from_stats.returncode == 0, from_stats.stderr
     assert json.loads(from_stats.stdout)["frechet_distance"] == pytest.approx(api_value, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_train_lpips_then_lpips_with_the_trained_heads(tmp_path):
+    out = tmp_path / "run"
+    proc = run(
+        "train-lpips",
+        "--examples",
+        "32",
+        "--val-examples",
+        "32",
+        "--patch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--decay-epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (out / "lpips_training.png").read_bytes()[:4] == b"\x89PNG"
+    assert 0.0 <= result["val_2afc"] <= 1.0
+    rng = np.random.default_rng(0)
+    _png(tmp_path / "x.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    _png(tmp_path / "y.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    same = run(
+        "lpips",
+        str(tmp_path / "x.png"),
+        str(tmp_path / "x.png"),
+        "--heads",
+        result["heads"],
+        "--json",
+    )
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["lpips"] == pytest.approx(0.0, abs=1e-6)
+    diff = run(
+        "lpips",
+        str(tmp_path / "x.png"),
+        str(tmp_path / "y.png"),
+        "--heads",
+        result["heads"],
+        "--json",
+    )
+    assert json.loads(diff.stdout)["lpips"] > 0.0
