@@ -14,5 +14,16 @@ from calibrax import io
 from calibrax import learned
 from calibrax import learning
 from calibrax import metrics
+from calibrax import parallel
 
-__all__ = ["__version__", "backbones", "core", "functional", "io", "learned", "learning", "metrics"]
+__all__ = [
+    "__version__",
+    "backbones",
+    "core",
+    "functional",
+    "io",
+    "learned",
+    "learning",
+    "metrics",
+    "parallel",
+]

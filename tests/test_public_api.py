@@ -14,6 +14,7 @@ PACKAGES = [
     "calibrax.backbones",
     "calibrax.learned",
     "calibrax.learning",
+    "calibrax.parallel",
     "calibrax.benchmarks",
 ]
 
