@@ -38,7 +38,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 bench: venv
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(NAMES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
