@@ -4,6 +4,8 @@
 default ``"efficientnet-lite0"`` works out of the box (its weights ship with an installed package).
 """
 
+from calibrax.backbones._layers import freeze
+from calibrax.backbones._layers import unfreeze
 from calibrax.backbones._mapping import StateDictMismatchError
 from calibrax.backbones._mapping import load_state_dict
 from calibrax.backbones._mapping import module_state_dict
@@ -32,8 +34,10 @@ __all__ = [
     "StateDictMismatchError",
     "backbone_names",
     "build",
+    "freeze",
     "load",
     "load_state_dict",
     "module_state_dict",
     "register_backbone",
+    "unfreeze",
 ]

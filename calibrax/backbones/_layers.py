@@ -14,7 +14,9 @@ Layout decisions:
   shapes the user recognises).
 * Every weight is a :class:`calibrax.core.FrozenWeight`, never an ``nnx.Param``, and is read through
   ``jax.lax.stop_gradient``: optimizers built with ``wrt=nnx.Param`` never see it and no gradient
-  flows into it. Gradients with respect to the *input* still flow.
+  flows into it. Gradients with respect to the *input* still flow. Fine-tuning is opt-in:
+  :func:`unfreeze` turns a module's weights into :class:`calibrax.core.TunedWeight` (an
+  ``nnx.Param``), which :func:`frozen` reads without the stop; :func:`freeze` undoes it.
 * Weights are cast to the input's dtype at call time, so a float64 input runs the whole network in
   float64 (used by parity tests) and a float32 input in float32.
 
@@ -35,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from calibrax.core.state import FrozenWeight
+from calibrax.core.state import TunedWeight
 
 __all__ = [
     "BatchNorm2d",
@@ -42,9 +45,11 @@ __all__ = [
     "Linear",
     "adaptive_avg_pool2d",
     "avg_pool2d",
+    "freeze",
     "frozen",
     "max_pool2d",
     "pool_output_size",
+    "unfreeze",
 ]
 
 Padding = int | tuple[int, int] | str
@@ -59,9 +64,76 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def frozen(variable: FrozenWeight, dtype: jnp.dtype) -> jax.Array:
-    """The value of a frozen weight, cast to ``dtype``, with gradients stopped."""
-    return jax.lax.stop_gradient(jnp.asarray(variable[...]).astype(dtype))
+def frozen(variable: nnx.Variable, dtype: jnp.dtype) -> jax.Array:
+    """The value of a layer weight, cast to ``dtype``; gradients stopped unless it was unfrozen.
+
+    Only a weight made trainable on purpose (an ``nnx.Param``, i.e. a
+    :class:`~calibrax.core.TunedWeight` from :func:`unfreeze`) passes gradients; a
+    ``FrozenWeight`` (the default) or any other type is read through ``jax.lax.stop_gradient``.
+    The type is a trace-time fact, so the default program is exactly what it was without tuning.
+    """
+    value = jnp.asarray(variable[...]).astype(dtype)
+    if isinstance(variable, nnx.Param):
+        return value
+    return jax.lax.stop_gradient(value)
+
+
+def _swap_weights(module: nnx.Module, source: type, make: type) -> int:
+    """Replace every ``source`` variable of ``module`` by ``make(value)``, in place.
+
+    Each owner's attribute (or list slot) is reassigned, so a variable shared by several owners
+    becomes one shared variable of the new type. A layer's ``buffers`` (running statistics, not
+    parameters in torch either) are skipped.
+    """
+    replaced: dict[int, nnx.Variable] = {}
+    owners = [
+        node
+        for _, node in nnx.iter_graph(module)
+        if nnx.graph.is_graph_node(node) and not isinstance(node, nnx.Variable)
+    ]
+    for owner in owners:
+        skip = getattr(type(owner), "buffers", ())
+        for key, child in list(nnx.iter_children(owner)):
+            if type(child) is not source or key in skip:
+                continue
+            new = replaced.setdefault(id(child), make(child[...]))
+            if isinstance(owner, nnx.List):
+                owner[int(key)] = new
+            else:
+                setattr(owner, str(key), new)
+    return len(replaced)
+
+
+def unfreeze(module: nnx.Module) -> int:
+    """Make a module's pretrained weights trainable, in place (opt-in fine-tuning).
+
+    Every :class:`~calibrax.core.FrozenWeight` becomes a :class:`~calibrax.core.TunedWeight` (an
+    ``nnx.Param``) with the same value: :func:`frozen` then lets gradients through, and
+    ``nnx.Optimizer(..., wrt=nnx.Param)`` and :func:`calibrax.learned.fit` train it. Batch-norm
+    running statistics stay frozen: they are buffers, not parameters (as in torch), and the layers
+    always run in inference mode.
+
+    Args:
+        module: Any module built from these layers (a backbone, an LPIPS trunk).
+
+    Returns:
+        The number of weights unfrozen (0 if there were none).
+    """
+    return _swap_weights(module, FrozenWeight, TunedWeight)
+
+
+def freeze(module: nnx.Module) -> int:
+    """Undo :func:`unfreeze`, in place: every ``TunedWeight`` becomes a ``FrozenWeight`` again.
+
+    Other ``nnx.Param`` variables (e.g. LPIPS heads) are left trainable.
+
+    Args:
+        module: The module to freeze.
+
+    Returns:
+        The number of weights frozen.
+    """
+    return _swap_weights(module, TunedWeight, FrozenWeight)
 
 
 def _per_channel(v: jax.Array, ndim: int) -> jax.Array:
@@ -218,6 +290,9 @@ class BatchNorm2d(nnx.Module):
             ``1e-3``).
         rngs: Unused for the statistics (they start at mean 0, variance 1); accepted for symmetry.
     """
+
+    #: Statistics, not parameters: :func:`unfreeze` leaves them frozen.
+    buffers = ("running_mean", "running_var")
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, rngs: nnx.Rngs | None = None):
         del rngs

@@ -241,10 +241,15 @@ def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
     from calibrax.learned import evaluate_2afc
     from calibrax.learned import train_lpips
 
+    if args.trunk_lr is not None and not args.tune:
+        raise CLIError(
+            "expected --tune with --trunk-lr (a frozen trunk has no learning rate), "
+            "got --trunk-lr alone"
+        )
     out = Path(args.out)
     train = SyntheticTwoAFC(args.examples, patch_size=args.patch_size, seed=args.seed)
     val = SyntheticTwoAFC(args.val_examples, patch_size=args.patch_size, seed=args.seed + 1)
-    model = LPIPS(net=args.net, pretrained=False)
+    model = LPIPS(net=args.net, pretrained=False, tune=args.tune)
     baseline = evaluate_2afc(model, val, args.batch_size)
     history = train_lpips(
         model,
@@ -258,10 +263,12 @@ def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_dir=out / "checkpoints",
         plot_path=out / "lpips_training.png",
         progress=args.progress,
+        trunk_lr=args.trunk_lr,
     )
     model.save_heads(out / "heads", overwrite=True)
     return {
         "net": args.net,
+        "tuned": args.tune,
         "untrained_val_2afc": baseline,
         "val_2afc": history["val_2afc"][-1],
         "loss_first_epoch": history["loss"][0],
@@ -383,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decay-epochs", type=int, default=2)
     # The paper's 1e-4 suits ~150k human judgments; a few hundred synthetic ones need more.
     p.add_argument("--lr", type=float, default=5e-2)
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="also train the trunk (the paper's 'tune'); the heads checkpoint then holds it too",
+    )
+    p.add_argument(
+        "--trunk-lr",
+        type=float,
+        default=None,
+        help="the tuned trunk's initial learning rate (default: --lr, as in the reference)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="lpips_run")
     common(p, backbone=False)

@@ -11,6 +11,7 @@ from calibrax.core.protocols import MetricProtocol
 from calibrax.core.protocols import StatefulMetricProtocol
 from calibrax.core.state import FrozenWeight
 from calibrax.core.state import MetricState
+from calibrax.core.state import TunedWeight
 
 __all__ = [
     "BatchableDatasetProtocol",
@@ -23,5 +24,6 @@ __all__ = [
     "MetricState",
     "StatefulMetric",
     "StatefulMetricProtocol",
+    "TunedWeight",
     "checks",
 ]

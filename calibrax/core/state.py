@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-__all__ = ["FrozenWeight", "MetricState"]
+__all__ = ["FrozenWeight", "MetricState", "TunedWeight"]
 
 
 class MetricState(nnx.Variable):
@@ -21,4 +21,14 @@ class FrozenWeight(nnx.Variable):
 
     Not an ``nnx.Param``: optimizers built with ``wrt=nnx.Param`` cannot touch it, and modules that
     hold it apply ``jax.lax.stop_gradient`` when reading it.
+    """
+
+
+class TunedWeight(nnx.Param):
+    """A pretrained weight unfrozen for fine-tuning (what a :class:`FrozenWeight` becomes on request).
+
+    An ``nnx.Param``, so gradients flow into it and ``nnx.Optimizer(..., wrt=nnx.Param)`` trains it;
+    a type of its own, so it can be told apart from trainable heads
+    (``nnx.state(model, TunedWeight)``) and turned back into a :class:`FrozenWeight`. Made only by
+    :func:`calibrax.backbones.unfreeze`, never by default.
     """

@@ -12,6 +12,11 @@ normalises each spatial vector to unit length over channels, and compares:
 where :math:`w_l \\ge 0` are the per-channel weights of a 1x1 linear head (``nnx.Param``). With
 ``lpips=False`` the heads are dropped (every weight 1): the unweighted "baseline" distance.
 
+With ``tune=True`` (the reference's ``pnet_tune``, the paper's "tune" variant) the trunk's
+weights are unfrozen (:func:`calibrax.backbones.unfreeze`: they become
+:class:`~calibrax.core.TunedWeight`, an ``nnx.Param``) and train together with the heads; by
+default they are frozen and never change.
+
 Unit normalisation uses :math:`f / \\sqrt{\\sum_c f_c^2 + \\epsilon^2}` with
 :math:`\\epsilon = 10^{-10}` instead of the reference's :math:`f / (\\|f\\| + \\epsilon)`: the value
 differs by at most :math:`\\epsilon / \\|f\\|` (far below float32 resolution for any live
@@ -135,6 +140,34 @@ def _min_size(trunk: Any) -> int:
     return int(getattr(trunk, "min_input_size", 32))
 
 
+def _trainable_paths(module: nnx.Module) -> list[str]:
+    return [
+        ".".join(str(p) for p in path)
+        for path, _ in nnx.to_flat_state(nnx.state(module, nnx.Param))
+    ]
+
+
+def _set_trunk_trainable(trunk: nnx.Module, tune: bool) -> None:
+    """Unfreeze the trunk for ``tune``; otherwise make sure nothing in it would be trained."""
+    if tune:
+        from calibrax.backbones import unfreeze
+
+        unfreeze(trunk)
+        if not _trainable_paths(trunk):
+            raise ValueError(
+                "expected a trunk with weights to tune (`tune=True`), got none "
+                "(it holds no FrozenWeight or nnx.Param)"
+            )
+        return
+    paths = _trainable_paths(trunk)
+    if paths:
+        raise ValueError(
+            f"expected a frozen trunk with `tune=False`, got trainable weight `{paths[0]}` "
+            f"({len(paths)} in all; pass tune=True to train the trunk, or "
+            "calibrax.backbones.freeze(trunk))"
+        )
+
+
 class LPIPS(LearnedMetric):
     """LPIPS distance with trainable per-tap heads on a frozen trunk.
 
@@ -153,9 +186,15 @@ class LPIPS(LearnedMetric):
         heads_path: A heads ``.pth`` file to load instead of the packaged one.
         normalize: Default input convention: False for [-1, 1], True for [0, 1].
         reduction: ``"mean"`` or ``"sum"`` for the streaming metric.
+        tune: If True, unfreeze the trunk (in place: a ``trunk`` passed in is modified) so that
+            training updates it along with the heads (the reference's ``pnet_tune``). Batch-norm
+            running statistics stay fixed. If False (default) the trunk must be frozen: no
+            ``nnx.Param`` in it.
 
     Raises:
-        ValueError: On an unknown ``net``, or heads whose sizes do not fit the trunk.
+        ValueError: On an unknown ``net``, heads whose sizes do not fit the trunk, a trunk with
+            trainable (``nnx.Param``) weights when ``tune`` is False, or one with no weights to
+            tune when ``tune`` is True.
     """
 
     name: ClassVar[str] = "lpips"
@@ -172,6 +211,7 @@ class LPIPS(LearnedMetric):
         heads_path: str | Path | None = None,
         normalize: bool = False,
         reduction: str = "mean",
+        tune: bool = False,
     ) -> None:
         super().__init__(reduction=reduction)
         checks.check_choice(net, tuple(TRUNKS), "net")
@@ -179,6 +219,7 @@ class LPIPS(LearnedMetric):
             from calibrax.backbones import load
 
             trunk = load(TRUNKS[net])
+        _set_trunk_trainable(trunk, tune)
         self.net = net
         self.trunk = trunk
         self.lpips = lpips
@@ -204,6 +245,11 @@ class LPIPS(LearnedMetric):
                 self.set_heads(read_heads(heads_path))
             else:
                 self.set_heads(load_official_heads(net))
+
+    @property
+    def tune(self) -> bool:
+        """Whether the trunk is trainable (built with ``tune=True``, or unfrozen since)."""
+        return bool(_trainable_paths(self.trunk))
 
     @property
     def tap_channels(self) -> tuple[int, ...]:
@@ -302,17 +348,26 @@ class LPIPS(LearnedMetric):
         return jnp.mean(d, axis=(1, 2)) if self.spatial else d
 
     def save_heads(self, path: str | Path, *, overwrite: bool = False) -> None:
-        """Save the heads (only) as an Orbax checkpoint, with the trunk name and tap sizes.
+        """Save what training changed as an Orbax checkpoint, with the trunk name and tap sizes.
+
+        That is the heads, and for a tuned model (``tune=True``) the trunk's weights as well: a
+        tuned trunk is part of the learned metric. A frozen trunk is not saved (it is the
+        pretrained one).
 
         Raises:
             FileExistsError: If ``path`` exists and ``overwrite`` is false.
         """
         from calibrax.io.checkpoint import save_state
 
+        tuned = self.tune
         save_state(
             path,
-            _HeadsCheckpoint(self.heads),
-            metadata={"net": self.net, "tap_channels": list(self.tap_channels)},
+            _TunedCheckpoint(self.heads, self.trunk) if tuned else _HeadsCheckpoint(self.heads),
+            metadata={
+                "net": self.net,
+                "tap_channels": list(self.tap_channels),
+                "tuned_trunk": tuned,
+            },
             overwrite=overwrite,
         )
 
@@ -320,16 +375,22 @@ class LPIPS(LearnedMetric):
     def from_checkpoint(
         cls, path: str | Path, *, trunk: nnx.Module | None = None, **kwargs: Any
     ) -> LPIPS:
-        """An LPIPS model with the heads saved by :meth:`save_heads` at ``path``.
+        """An LPIPS model with the heads (and tuned trunk) saved by :meth:`save_heads` at ``path``.
+
+        For a checkpoint of a tuned model the trunk's weights come from the checkpoint too: they
+        are restored into a copy of ``trunk`` (which is left as it is), or by default into the
+        ``net`` architecture built without pretrained weights (none are needed). The model's trunk
+        is frozen unless ``tune=True`` is passed (to continue training it).
 
         Args:
             path: The heads checkpoint.
             trunk: The trunk module; by default loaded by name from the checkpoint's ``net``.
-            **kwargs: Other :class:`LPIPS` settings (``spatial``, ``normalize``, ...).
+            **kwargs: Other :class:`LPIPS` settings (``spatial``, ``normalize``, ``tune``, ...).
 
         Raises:
             FileNotFoundError: If ``path`` does not exist.
-            ValueError: If it is not a heads checkpoint, or its heads do not fit ``trunk``.
+            ValueError: If it is not a heads checkpoint, or its heads (or tuned trunk) do not fit
+                ``trunk``.
         """
         from calibrax.io.checkpoint import read_metadata
         from calibrax.io.checkpoint import restore_state
@@ -339,13 +400,23 @@ class LPIPS(LearnedMetric):
             raise ValueError(
                 f"expected an LPIPS heads checkpoint at {str(path)!r}, got another kind"
             )
+        tuned = bool(meta.get("tuned_trunk", False))
+        if tuned:
+            from calibrax.backbones import build
+            from calibrax.backbones import freeze
+
+            trunk = build(TRUNKS[meta["net"]]) if trunk is None else nnx.clone(trunk)
+            freeze(trunk)  # restored weights are frozen unless tune=True asks otherwise
         model = cls(net=meta["net"], trunk=trunk, pretrained=False, **kwargs)
         if list(model.tap_channels) != list(meta["tap_channels"]):
             raise ValueError(
                 f"expected heads with channels {list(model.tap_channels)} for this trunk, got "
                 f"{meta['tap_channels']} (a head checkpoint for another trunk?)"
             )
-        restore_state(path, _HeadsCheckpoint(model.heads))
+        if tuned:
+            restore_state(path, _TunedCheckpoint(model.heads, model.trunk))
+        else:
+            restore_state(path, _HeadsCheckpoint(model.heads))
         return model
 
 
@@ -354,6 +425,14 @@ class _HeadsCheckpoint(nnx.Module):
 
     def __init__(self, heads: nnx.List) -> None:
         self.heads = heads
+
+
+class _TunedCheckpoint(nnx.Module):
+    """The heads and the tuned trunk of an LPIPS model."""
+
+    def __init__(self, heads: nnx.List, trunk: nnx.Module) -> None:
+        self.heads = heads
+        self.trunk = trunk
 
 
 LPIPSMetric = LPIPS
@@ -369,8 +448,8 @@ def lpips(
 ) -> Float[Array, ""]:
     """Mean LPIPS distance between ``x`` and ``y``: a differentiable training loss.
 
-    Gradients flow to ``x`` and ``y`` (and to the heads, which are ``nnx.Param``), never to the
-    frozen trunk. The gradient is finite when ``x == y``.
+    Gradients flow to ``x`` and ``y`` (and to the heads, which are ``nnx.Param``), never to a
+    frozen trunk (only to one built with ``tune=True``). The gradient is finite when ``x == y``.
 
     Args:
         x: Images (batch, height, width, 3).

@@ -23,6 +23,7 @@ from flax import nnx
 
 from calibrax.core import checks
 from calibrax.core.protocols import DatasetProtocol
+from calibrax.core.state import TunedWeight
 from calibrax.learned.evaluation import two_afc_score
 from calibrax.learned.lpips import LPIPS
 from calibrax.learned.ranking import RankingHead
@@ -81,6 +82,11 @@ def fit(
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train the ``nnx.Param`` leaves of ``module`` on ``loss_fn`` over ``dataset``.
+
+    Frozen weights (:class:`~calibrax.core.FrozenWeight`) are not parameters and never change; a
+    trunk unfrozen with :func:`calibrax.backbones.unfreeze` (or ``LPIPS(tune=True)``) holds
+    :class:`~calibrax.core.TunedWeight` parameters and is trained with everything else. Checkpoints
+    hold the whole module, tuned trunk included, and its optimizer state.
 
     Args:
         module: The module to train; if it has a ``project()`` method it is called after every
@@ -206,6 +212,19 @@ def _lpips_loss(trainer: LPIPSTrainer, batch: dict[str, jax.Array]):
     return loss, {"train_2afc": jnp.mean(agree)}
 
 
+def _trunk_labels(module: nnx.Module) -> nnx.State:
+    """``"trunk"`` for each tuned trunk weight, ``"heads"`` for every other parameter.
+
+    A fixed tree rather than a function of the parameters: ``nnx.Optimizer.update`` hands optax
+    plain arrays, which no longer carry their Variable type.
+    """
+    return jax.tree.map(
+        lambda v: "trunk" if isinstance(v, TunedWeight) else "heads",
+        nnx.state(module, nnx.Param),
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+
+
 def evaluate_2afc(model: LPIPS, dataset: DatasetProtocol, batch_size: int = 32) -> float:
     """2AFC score of ``model`` on every example of ``dataset``."""
     dist = nnx.jit(lambda m, a, b: m.distance(a, b))
@@ -241,16 +260,22 @@ def train_lpips(
     stop_after: int | None = None,
     plot_path: str | Path | None = None,
     progress: bool = True,
+    trunk_lr: float | None = None,
 ) -> dict[str, list[float]]:
-    """Train LPIPS heads on 2AFC data with the paper's recipe.
+    """Train LPIPS heads (and a tuned trunk) on 2AFC data with the paper's recipe.
 
     Each step computes :math:`d_0 = d(\\text{ref}, p_0)` and :math:`d_1 = d(\\text{ref}, p_1)`,
     feeds them to a :class:`RankingHead` and minimises the binary cross-entropy against the
     judgment; Adam (``lr`` 1e-4, :math:`\\beta_1` 0.5) over the heads and the ranking head, the
     learning rate constant for ``epochs`` and then decaying linearly to 0 over ``decay_epochs``;
-    the heads are clamped at 0 after every step. The trunk stays frozen: its weights are
-    :class:`~calibrax.core.FrozenWeight`, never ``nnx.Param``. (Fine-tuning the trunk, the
-    paper's "tune" variant, is not offered.)
+    the heads are clamped at 0 after every step. The trunk stays frozen (its weights are
+    :class:`~calibrax.core.FrozenWeight`, never ``nnx.Param``) unless the model was built with
+    ``LPIPS(tune=True)``, the paper's "tune" variant: then the trunk's weights are trained too, by
+    the same Adam with the same learning rate and schedule, as in the reference trainer (one
+    ``torch.optim.Adam`` over every parameter that requires a gradient); ``trunk_lr`` gives the
+    trunk its own rate instead. Only the heads are clamped. (The reference clamps every 1x1
+    convolution it finds, which with the ``squeeze`` trunk also hits the trunk's own 1x1 Fire
+    convolutions, frozen or not; calibrax leaves trunk weights unconstrained.)
 
     Args:
         model: The LPIPS model whose heads are trained (in place), with ``lpips=True``.
@@ -267,21 +292,35 @@ def train_lpips(
         stop_after: Stop after this many epochs of this call (simulates an interruption).
         plot_path: Write a PNG of loss and 2AFC score per epoch (needs matplotlib).
         progress: Show tqdm progress bars.
+        trunk_lr: Initial learning rate of a tuned trunk (same schedule shape, same Adam
+            settings); by default ``lr``, as in the reference.
 
     Returns:
         The history: ``epoch``, ``loss``, ``train_2afc``, ``seconds`` and (with ``val_data``)
         ``val_2afc`` per epoch.
 
     Raises:
-        ValueError: If ``model.lpips`` is False (there are no heads to train), or on bad sizes.
+        ValueError: If ``model.lpips`` is False (there are no heads to train), on bad sizes, or if
+            ``trunk_lr`` is given for a model whose trunk is frozen or is not positive.
     """
     if not model.lpips:
         raise ValueError("expected an LPIPS model with `lpips=True` (heads to train), got False")
+    if trunk_lr is not None:
+        if not model.tune:
+            raise ValueError(
+                "expected a model with a tuned trunk (`LPIPS(tune=True)`) for `trunk_lr`, "
+                "got a frozen trunk"
+            )
+        if not trunk_lr > 0.0:
+            raise ValueError(f"expected `trunk_lr` to be positive, got {trunk_lr}")
     model.normalize = True  # 2AFC data is in [0, 1]
     total = epochs + decay_epochs
     steps = max(1, len(train_data) // batch_size)
-    tx = optax.adam(lpips_schedule(lr, steps, epochs, decay_epochs), b1=beta1)
     trainer = LPIPSTrainer(model, rngs=nnx.Rngs(seed))
+    tx = optax.adam(lpips_schedule(lr, steps, epochs, decay_epochs), b1=beta1)
+    if trunk_lr is not None:
+        trunk_tx = optax.adam(lpips_schedule(trunk_lr, steps, epochs, decay_epochs), b1=beta1)
+        tx = optax.multi_transform({"heads": tx, "trunk": trunk_tx}, _trunk_labels(trainer))
     eval_fn = None
     if val_data is not None:
 

@@ -224,3 +224,65 @@ def test_train_lpips_then_lpips_with_the_trained_heads(tmp_path):
         "--json",
     )
     assert json.loads(diff.stdout)["lpips"] > 0.0
+
+
+def test_train_lpips_trunk_lr_needs_tune(tmp_path):
+    proc = run("train-lpips", "--trunk-lr", "1e-3", "--out", str(tmp_path / "run"), "--json")
+    _one_line_error(
+        proc,
+        "expected --tune with --trunk-lr (a frozen trunk has no learning rate), "
+        "got --trunk-lr alone",
+    )
+
+
+@pytest.mark.slow
+def test_train_lpips_tune_and_trunk_lr_reach_the_training(tmp_path, monkeypatch, capsys):
+    # In-process, with the small ToyTrunk substituted for the real one (whose run takes
+    # minutes): what is tested is how --tune and --trunk-lr reach the model, the training and
+    # the saved checkpoint, not the trunk.
+    from flax import nnx
+
+    import calibrax.learned
+    from calibrax.cli.main import main
+    from calibrax.learned._toy import ToyTrunk
+
+    real = calibrax.learned.LPIPS
+    built = []
+
+    def toy_lpips(**kwargs):
+        built.append(real(trunk=ToyTrunk(rngs=nnx.Rngs(0)), **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(calibrax.learned, "LPIPS", toy_lpips)
+    out = tmp_path / "run"
+    code = main(
+        [
+            *("train-lpips", "--tune", "--lr", "1e-2", "--trunk-lr", "1e-3"),
+            *("--examples", "16", "--val-examples", "16", "--patch-size", "16"),
+            *("--epochs", "1", "--decay-epochs", "0", "--batch-size", "16"),
+            *("--out", str(out), "--no-progress", "--json"),
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tuned"] is True
+    (model,) = built
+    assert model.tune
+    fresh = real(trunk=ToyTrunk(rngs=nnx.Rngs(0)), pretrained=False)
+    # One Adam step moves each parameter by its group's learning rate (|g| >> Adam's eps).
+    trunk_step = max(
+        float(np.abs(np.asarray(a[...]) - np.asarray(b[...])).max())
+        for (_, a), (_, b) in zip(
+            nnx.to_flat_state(nnx.state(model.trunk)),
+            nnx.to_flat_state(nnx.state(fresh.trunk)),
+            strict=True,
+        )
+    )
+    head_step = max(float(np.abs(np.asarray(h.weight[...]) - 1.0).max()) for h in model.heads)
+    assert trunk_step == pytest.approx(1e-3, rel=1e-3)
+    assert head_step == pytest.approx(1e-2, rel=1e-3)
+    # The checkpoint holds the tuned trunk: loaded into another ToyTrunk, distances are equal.
+    loaded = real.from_checkpoint(result["heads"], trunk=ToyTrunk(rngs=nnx.Rngs(5)), normalize=True)
+    rng = np.random.default_rng(0)
+    x, y = (rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32) for _ in range(2))
+    np.testing.assert_array_equal(np.asarray(loaded(x, y)), np.asarray(model(x, y)))

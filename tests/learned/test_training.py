@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from calibrax.backbones import module_state_dict
 from calibrax.learned import LPIPS
 from calibrax.learned import SyntheticTwoAFC
 from calibrax.learned import evaluate_2afc
@@ -30,6 +31,7 @@ def _heads(model):
 def test_training_lowers_loss_and_keeps_heads_nonnegative(data, tmp_path):
     train, val = data
     model = _model()
+    trunk = module_state_dict(model.trunk)
     hist = train_lpips(
         model,
         train,
@@ -46,6 +48,11 @@ def test_training_lowers_loss_and_keeps_heads_nonnegative(data, tmp_path):
     assert len(hist["val_2afc"]) == 4 and all(0.0 <= v <= 1.0 for v in hist["val_2afc"])
     for w in _heads(model):
         assert np.all(w >= 0.0)
+    # The trunk is frozen (the default): bit-identical after training.
+    after = module_state_dict(model.trunk)
+    assert sorted(after) == sorted(trunk) and len(trunk) == 6
+    for k in trunk:
+        np.testing.assert_array_equal(after[k], trunk[k])
     # With lr 3e-2 some weights are pushed below zero by Adam and clamped: projection is exercised.
     assert any(np.any(w == 0.0) for w in _heads(model)) or hist["loss"][-1] < hist["loss"][0]
     png = (tmp_path / "curve.png").read_bytes()
