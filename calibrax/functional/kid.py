@@ -54,11 +54,33 @@ def unbiased_mmd2(
         Bińkowski et al., 2018, arXiv:1801.01401.
     """
     m = x.shape[0]
-    kxx = polynomial_kernel(x, x, degree=degree, gamma=gamma, coef=coef)
-    kyy = polynomial_kernel(y, y, degree=degree, gamma=gamma, coef=coef)
-    kxy = polynomial_kernel(x, y, degree=degree, gamma=gamma, coef=coef)
-    off_diagonal = jnp.sum(kxx) - jnp.trace(kxx) + jnp.sum(kyy) - jnp.trace(kyy)
+    kernel = {"degree": degree, "gamma": 1.0 / x.shape[1] if gamma is None else gamma, "coef": coef}
+    off_diagonal = _off_diagonal_kernel_sum(x, **kernel) + _off_diagonal_kernel_sum(y, **kernel)
+    kxy = polynomial_kernel(x, y, **kernel)
     return off_diagonal / (m * (m - 1)) - 2.0 * jnp.sum(kxy) / (m * m)
+
+
+def _off_diagonal_kernel_sum(x: jax.Array, *, degree: int, gamma: float, coef: float) -> jax.Array:
+    """``Σ_{i≠j} k(x_i, x_j)``, computing each off-diagonal block of the symmetric kernel once.
+
+    From 512 rows the rows are cut into 4 blocks: the 4 diagonal blocks and the 6 blocks below
+    them (10 of 16 block products); each lower block counts twice.
+    """
+    m = x.shape[0]
+    if m < 512:
+        k = polynomial_kernel(x, x, degree=degree, gamma=gamma, coef=coef)
+        return jnp.sum(k) - jnp.trace(k)
+    nb = 4
+    cuts = [round(i * m / nb) for i in range(nb + 1)]
+    rows = [x[cuts[i] : cuts[i + 1]] for i in range(nb)]
+    total = jnp.zeros((), x.dtype)
+    for i in range(nb):
+        k = polynomial_kernel(rows[i], rows[i], degree=degree, gamma=gamma, coef=coef)
+        total = total + (jnp.sum(k) - jnp.trace(k))
+        for j in range(i):
+            k = polynomial_kernel(rows[i], rows[j], degree=degree, gamma=gamma, coef=coef)
+            total = total + 2.0 * jnp.sum(k)
+    return total
 
 
 def kid_subset_indices(
@@ -117,8 +139,16 @@ def kid_from_buffers(
     coef: float,
     seed: int | jax.Array,
     dtype: np.dtype,
+    method: str = "auto",
 ) -> tuple[jax.Array, jax.Array]:
-    """KID mean and std over subsets drawn from the first ``num_*`` rows of two buffers."""
+    """KID mean and std over subsets drawn from the first ``num_*`` rows of two buffers.
+
+    ``method="subsets"`` computes three ``subset_size``² kernel blocks per subset;
+    ``"buffers"`` computes the kernel over the whole buffers once, in row blocks, and reads
+    every subset's sums from it with 0/1 selection matrices; ``"auto"`` (default) picks the one
+    with fewer kernel entries (static shapes only, so it is fixed at trace time). Both give
+    the same values up to the order of floating-point sums.
+    """
     real_key, fake_key = kid_keys(seed)
     real_idx = kid_subset_indices(
         real_key, num_real, real.shape[0], subsets=subsets, subset_size=subset_size
@@ -127,14 +157,79 @@ def kid_from_buffers(
         fake_key, num_fake, fake.shape[0], subsets=subsets, subset_size=subset_size
     )
     gamma = 1.0 / real.shape[1] if gamma is None else gamma
+    kernel = {"degree": degree, "gamma": gamma, "coef": coef}
+    if method == "auto":
+        # Kernel rows computed: the whole buffers once, or three m x m blocks per subset.
+        whole = real.shape[0] ** 2 + fake.shape[0] ** 2 + real.shape[0] * fake.shape[0]
+        method = "buffers" if whole < 3 * subsets * subset_size**2 else "subsets"
+    if method == "buffers":
+        scores = _mmd2_from_whole_buffers(
+            real.astype(dtype), real_idx, fake.astype(dtype), fake_idx, kernel
+        )
+        return jnp.mean(scores), jnp.std(scores)
 
     def one(idx: tuple[jax.Array, jax.Array]) -> jax.Array:
         x = real[idx[0]].astype(dtype)
         y = fake[idx[1]].astype(dtype)
-        return unbiased_mmd2(x, y, degree=degree, gamma=gamma, coef=coef)
+        return unbiased_mmd2(x, y, **kernel)
 
     scores = jax.lax.map(one, (real_idx, fake_idx))
     return jnp.mean(scores), jnp.std(scores)
+
+
+def _selection(idx: jax.Array, capacity: int, dtype: np.dtype) -> jax.Array:
+    """0/1 matrix (subsets, capacity): row s marks the rows drawn in subset s."""
+    sel = jnp.zeros((idx.shape[0], capacity), dtype)
+    return sel.at[jnp.arange(idx.shape[0])[:, None], idx].set(1.0)
+
+
+def _subset_kernel_sums(
+    a: jax.Array, sel_a: jax.Array, b: jax.Array, sel_b: jax.Array, kernel: dict, block: int = 512
+) -> jax.Array:
+    """``Σ_{i ∈ A_s, j ∈ B_s} k(a_i, b_j)`` for every subset s, in row blocks of ``a``.
+
+    Each block of ``a``'s rows meets all of ``b`` once (``k`` is block x n_b), and the subset
+    sums come from ``k @ sel_bᵀ`` weighted by the block's selection: memory O(block x n_b).
+    """
+    n = a.shape[0]
+    pad = (-n) % block
+    a = jnp.concatenate([a, jnp.zeros((pad, a.shape[1]), a.dtype)])
+    sel_a = jnp.concatenate([sel_a, jnp.zeros((sel_a.shape[0], pad), sel_a.dtype)], axis=1)
+    rows = a.reshape(-1, block, a.shape[1])
+    sel_rows = sel_a.T.reshape(-1, block, sel_a.shape[0])
+    hi = jax.lax.Precision.HIGHEST
+
+    def body(total: jax.Array, xs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+        r, sr = xs
+        k = polynomial_kernel(r, b, **kernel)
+        t = jnp.matmul(k, sel_b.T, precision=hi)  # (block, subsets)
+        return total + jnp.sum(sr * t, axis=0), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((sel_a.shape[0],), a.dtype), (rows, sel_rows))
+    return total
+
+
+def _mmd2_from_whole_buffers(
+    real: jax.Array, real_idx: jax.Array, fake: jax.Array, fake_idx: jax.Array, kernel: dict
+) -> jax.Array:
+    """Per-subset unbiased MMD² from the kernel over the whole buffers (computed once).
+
+    Equal to :func:`unbiased_mmd2` on each subset (the same sums, in another order); cheaper
+    when the subsets together cover more kernel entries than the buffers hold (KID's default
+    100 subsets of 1000 from up to ~10k rows per side).
+    """
+    m = real_idx.shape[1]
+    sel_r = _selection(real_idx, real.shape[0], real.dtype)
+    sel_f = _selection(fake_idx, fake.shape[0], fake.dtype)
+
+    def diagonal(x: jax.Array, sel: jax.Array) -> jax.Array:
+        k = (jnp.sum(x * x, axis=1) * kernel["gamma"] + kernel["coef"]) ** kernel["degree"]
+        return jnp.matmul(sel, k, precision=jax.lax.Precision.HIGHEST)
+
+    kxx = _subset_kernel_sums(real, sel_r, real, sel_r, kernel) - diagonal(real, sel_r)
+    kyy = _subset_kernel_sums(fake, sel_f, fake, sel_f, kernel) - diagonal(fake, sel_f)
+    kxy = _subset_kernel_sums(real, sel_r, fake, sel_f, kernel)
+    return (kxx + kyy) / (m * (m - 1)) - 2.0 * kxy / (m * m)
 
 
 def check_kid_settings(

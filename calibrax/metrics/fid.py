@@ -14,6 +14,7 @@ from jaxtyping import Float
 from calibrax.core.registry import register
 from calibrax.core.state import MetricState
 from calibrax.functional.fid import frechet_distance
+from calibrax.functional.fid import symmetric_gram
 from calibrax.metrics.frozen_backbone import DEFAULT_BACKBONE
 from calibrax.metrics.frozen_backbone import FrozenBackboneMetric
 from calibrax.metrics.frozen_backbone import concrete_int
@@ -82,6 +83,9 @@ class FrechetDistance(FrozenBackboneMetric):
     ``update(images=..., real=True)`` / ``update(features=..., real=False)`` (keyword arguments;
     others are ignored, so it works inside ``nnx.MultiMetric``) runs under ``nnx.jit``. NaN/Inf
     features are rejected eagerly; inside jit they cannot be, and they propagate to a NaN result.
+    In a loop over many batches, ``nnx.jit(fn, donate_argnums=0)`` lets XLA update the float64
+    statistics in place instead of allocating new ones every batch (about 1.5-2x faster at
+    d = 2048 on a 2-core CPU); the metric object stays valid, only its old arrays are consumed.
 
     Args:
         backbone: Backbone module/callable, name for ``calibrax.backbones.load``, or ``None``.
@@ -163,9 +167,7 @@ class FrechetDistance(FrozenBackboneMetric):
         xd = x.astype(dt)
         batch_mean = jnp.mean(xd, axis=0)
         centred = (xd - batch_mean[None, :]).astype(work)
-        batch_scatter = jnp.matmul(centred.T, centred, precision=jax.lax.Precision.HIGHEST).astype(
-            dt
-        )
+        batch_scatter = symmetric_gram(centred).astype(dt)
         count, mean, scatter = self._side(side)
         n_b = jnp.asarray(x.shape[0], dtype=count[...].dtype)
         n, m, s = chan_combine(count[...], mean[...], scatter[...], n_b, batch_mean, batch_scatter)

@@ -14,8 +14,11 @@ from calibrax.functional import frechet_distance_from_features
 from calibrax.functional import inception_score
 from calibrax.functional import kernel_inception_distance
 from calibrax.functional import precision_recall_density_coverage
+from calibrax.functional.fid import _lower_congruence
+from calibrax.functional.kid import kid_from_buffers
 from calibrax.functional.kid import kid_keys
 from calibrax.functional.kid import kid_subset_indices
+from calibrax.functional.kid import unbiased_mmd2
 
 
 def _features(n, d, seed, shift=0.0, scale=1.0):
@@ -63,6 +66,19 @@ def test_fid_matches_scipy_sqrtm(n_real, n_fake, d):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("d", [255, 257, 300, 512])
+def test_blocked_congruence_equals_the_dense_product(d):
+    # The blocked L^T S L (zero blocks of the triangular factor skipped, only the lower block
+    # triangle computed) reorders the float64 sums only: 1e-12 relative to the largest entry.
+    rng = np.random.default_rng(d)
+    a = rng.normal(size=(d, d))
+    lower = np.tril(rng.normal(size=(d, d)))
+    sym = a @ a.T
+    got = np.asarray(jax.jit(_lower_congruence)(jnp.asarray(lower), jnp.asarray(sym)))
+    want = lower.T @ sym @ lower
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
 def test_fid_matches_scipy_sqrtm_d2048():
     real = _features(300, 2048, 0)  # n < d: singular real covariance (eigh fallback)
     fake = _features(2100, 2048, 1, shift=0.05)
@@ -198,6 +214,37 @@ def _numpy_kid(real, fake, subsets, subset_size, seed, **kernel):
     )
     scores = [_numpy_unbiased_mmd2(real[a], fake[b], **kernel) for a, b in zip(ri, fi, strict=True)]
     return np.mean(scores), np.std(scores)
+
+
+@pytest.mark.parametrize("m", [511, 513, 600])
+def test_unbiased_mmd2_blocked_path_matches_numpy(m):
+    # From 512 rows the symmetric kernel sums run blockwise (each lower block counted twice):
+    # float64 on both sides, only the summation order differs, so 1e-11 relative.
+    x = _features(m, 8, 21)
+    y = _features(m, 8, 22, shift=0.3)
+    got = float(jax.jit(unbiased_mmd2)(jnp.asarray(x), jnp.asarray(y)))
+    want = _numpy_unbiased_mmd2(x, y)
+    np.testing.assert_allclose(got, want, rtol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kid_whole_buffer_path_equals_the_per_subset_path(dtype):
+    # Both paths sum the same kernel entries in another order; buffers with empty slots (count <
+    # capacity) and a capacity that is not a multiple of the 512-row block. float64: 1e-10
+    # relative; float32: 1e-4 relative (sums of ~1e4 float32 terms in different orders).
+    real = np.zeros((700, 6), dtype)
+    fake = np.zeros((650, 6), dtype)
+    real[:600] = _features(600, 6, 31)
+    fake[:630] = _features(630, 6, 32, shift=0.2)
+    settings = {"subsets": 7, "subset_size": 50, "degree": 3, "gamma": None, "coef": 1.0}
+    settings |= {"seed": 3, "dtype": np.dtype(dtype)}
+    args = (jnp.asarray(real), 600, jnp.asarray(fake), 630)
+    per_subset = kid_from_buffers(*args, **settings, method="subsets")
+    whole = jax.jit(lambda r, f: kid_from_buffers(r, 600, f, 630, **settings, method="buffers"))(
+        args[0], args[2]
+    )
+    rtol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(np.asarray(whole), np.asarray(per_subset), rtol=rtol)
 
 
 def test_kid_subset_draws_are_without_replacement_and_within_count():
