@@ -4,8 +4,15 @@ For each loss (PML 2.9 defaults on both sides, all pairs / all triplets), one tr
 of work: the loss and its gradient w.r.t. the embeddings, float32, batch ``B`` in {256, 1024},
 ``d = 128``, 4 samples per class. Ours is ``jax.jit(jax.value_and_grad(loss))`` timed with
 ``block_until_ready`` after a warm-up (compilation excluded); PML is ``loss(...).backward()``.
-Times are medians of ``--runs`` calls. Both sides run single-threaded (``torch.set_num_threads(1)``,
-XLA's CPU thread pool off), which is reproducible on a shared machine.
+Both get the same float32 inputs already in memory (a JAX array / a torch tensor) and both return
+the loss and the gradient w.r.t. the embeddings.
+
+Fairness on a shared machine: the process is pinned to one CPU core (``--cpu``) before JAX or torch
+start, so both sides run on one core whatever their thread pools do (``torch.set_num_threads(1)``,
+XLA's Eigen pool off); the calls of the two sides are interleaved (ours, PML, ours, PML, ...) so
+that load changes hit both alike; and each call is timed both by the wall clock and by the
+process's CPU time (``time.process_time``, which counts every thread and excludes the time spent
+waiting for the core while other programs run). Times are medians of ``--runs`` calls.
 
 Then the memory of all-triplets ``TripletMarginLoss`` at ``B = 2048`` (1024 with ``--quick``):
 ours from XLA's compiled memory analysis (arguments + outputs + temporaries of the jitted
@@ -13,10 +20,11 @@ forward + backward), PML's as the growth of the peak resident set of a fresh pro
 (torch allocates on the CPU heap, which ``tracemalloc`` does not see).
 
 Prints a markdown table, then one JSON line per row with ``benchmark``, ``ours_s``,
-``reference_s`` and ``ratio`` (reference / ours: above 1 means calibrax is faster or smaller).
-The machine may be shared: treat the ratios as indicative.
+``reference_s`` and ``ratio`` (wall clock, reference / ours: above 1 means calibrax is faster or
+smaller), and ``ours_cpu_s``, ``reference_cpu_s``, ``cpu_ratio`` (CPU time). On a loaded machine
+the CPU-time ratio is the steadier of the two.
 
-Usage: ``python benchmarks/losses.py [--quick] [--runs N]``.
+Usage: ``python benchmarks/losses.py [--quick] [--runs N] [--cpu K] [--losses NAME ...]``.
 """
 
 from __future__ import annotations
@@ -29,12 +37,9 @@ import subprocess
 import sys
 import time
 
-# Single-threaded on both sides: on a shared, oversubscribed machine multi-threaded runtimes spin
-# and stall unpredictably, so one thread each gives the reproducible comparison.
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+# Eigen's intra-op pool off: the process is pinned to one core (see ``pin_to_one_core``), where a
+# thread pool only adds hand-offs between threads.
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
 
 import jax
 import jax.numpy as jnp
@@ -82,14 +87,32 @@ def inputs(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return emb, labels
 
 
-def median_time(fn, runs: int) -> float:
+def pin_to_one_core(cpu: int) -> None:
+    """Pin every thread of this process to ``cpu``; threads started later inherit it."""
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), {cpu})
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call of ``fn``."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def interleaved_medians(fns: list, runs: int) -> list[tuple[float, float]]:
+    """Median (wall, CPU) seconds of each function, calling them in turn ``runs`` times after one
+    warm-up call each."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    samples = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, out in zip(fns, samples, strict=True):
+            out.append(timed(fn))
+    return [
+        (statistics.median(w for w, _ in out), statistics.median(c for _, c in out))
+        for out in samples
+    ]
 
 
 # PML's NTXent and lifted-structure losses build a (positive pairs x negative pairs) matrix:
@@ -107,7 +130,8 @@ def reference_bytes(name: str, batch: int) -> int:
     return 4 * pos_pairs * neg_pairs
 
 
-def time_pair(name: str, batch: int, runs: int) -> tuple[float, float | None]:
+def time_pair(name: str, batch: int, runs: int) -> dict[str, float | None]:
+    """Median wall and CPU seconds of one forward + backward, ours and PML's (None if skipped)."""
     import torch
     from pytorch_metric_learning import losses as pml
 
@@ -121,17 +145,25 @@ def time_pair(name: str, batch: int, runs: int) -> tuple[float, float | None]:
     def run_ours():
         jax.block_until_ready(step(x, y))
 
-    ours_s = median_time(run_ours, runs)
-    if reference_bytes(name, batch) > MAX_REFERENCE_BYTES:
-        return ours_s, None
-    theirs = getattr(pml, name)()
-    tl = torch.from_numpy(labels.astype(np.int64))
+    fns = [run_ours]
+    if reference_bytes(name, batch) <= MAX_REFERENCE_BYTES:
+        theirs = getattr(pml, name)()
+        tl = torch.from_numpy(labels.astype(np.int64))
 
-    def run_theirs():
-        te = torch.from_numpy(emb).requires_grad_(True)
-        theirs(te, tl).backward()
+        def run_theirs():
+            te = torch.from_numpy(emb).requires_grad_(True)
+            theirs(te, tl).backward()
+            return te.grad
 
-    return ours_s, median_time(run_theirs, runs)
+        fns.append(run_theirs)
+    medians = interleaved_medians(fns, runs)
+    (ours_s, ours_cpu), (ref_s, ref_cpu) = medians[0], (medians[1:] or [(None, None)])[0]
+    return {
+        "ours_s": ours_s,
+        "ours_cpu_s": ours_cpu,
+        "reference_s": ref_s,
+        "reference_cpu_s": ref_cpu,
+    }
 
 
 def memory_pair(batch: int) -> tuple[int, int]:
@@ -149,56 +181,74 @@ def memory_pair(batch: int) -> tuple[int, int]:
     return ours, int(out.stdout.strip().splitlines()[-1])
 
 
+def ratio(ref: float | None, ours: float) -> float | None:
+    return None if ref is None else ref / ours
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 256 only; memory at B = 1024")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        default=min(os.sched_getaffinity(0)),
+        help="the core to pin to (default: the lowest allowed)",
+    )
+    parser.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES, metavar="NAME")
+    parser.add_argument("--batches", nargs="+", type=int, default=None, help="default 256 1024")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory comparison")
     args = parser.parse_args()
-    batches = (256,) if args.quick else (256, 1024)
+    pin_to_one_core(args.cpu)
+    batches = args.batches or ((256,) if args.quick else (256, 1024))
     mem_batch = 1024 if args.quick else 2048
 
     rows = []
-    print("| loss | B | ours (ms) | PML (ms) | ratio (PML / ours) |")
-    print("|---|---|---|---|---|")
+    print(f"pinned to CPU {args.cpu}; medians of {args.runs} interleaved calls")
+    print("| loss | B | ours (ms) | PML (ms) | ratio | ours CPU (ms) | PML CPU (ms) | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for batch in batches:
-        for name in LOSSES:
-            ours_s, ref_s = time_pair(name, batch, args.runs)
-            if ref_s is None:
+        for name in args.losses:
+            t = time_pair(name, batch, args.runs)
+            row = {
+                "benchmark": f"{name} fwd+bwd B={batch} d={DIM}",
+                **t,
+                "ratio": ratio(t["reference_s"], t["ours_s"]),
+                "cpu_ratio": ratio(t["reference_cpu_s"], t["ours_cpu_s"]),
+            }
+            rows.append(row)
+            ours_cols = [f"{1e3 * t['ours_s']:.2f}", f"{1e3 * t['ours_cpu_s']:.2f}"]
+            if t["reference_s"] is None:
                 gib = reference_bytes(name, batch) / 2**30
-                ref_text, ratio = f"skipped (needs ~{gib:.0f} GiB)", None
+                ref_cols = [f"skipped (needs ~{gib:.0f} GiB)", "-", "-", "-"]
             else:
-                ref_text, ratio = f"{1e3 * ref_s:.2f}", ref_s / ours_s
-            ratio_text = "-" if ratio is None else f"{ratio:.2f}"
-            print(
-                f"| {name} | {batch} | {1e3 * ours_s:.2f} | {ref_text} | {ratio_text} |",
-                flush=True,
-            )
-            rows.append(
-                {
-                    "benchmark": f"{name} fwd+bwd B={batch} d={DIM}",
-                    "ours_s": ours_s,
-                    "reference_s": ref_s,
-                    "ratio": ratio,
-                }
-            )
-    ours_b, ref_b = memory_pair(mem_batch)
-    print()
-    print("| all-triplets TripletMarginLoss memory | B | ours (MiB) | PML (MiB) | ratio |")
-    print("|---|---|---|---|---|")
-    print(
-        f"| fwd+bwd peak | {mem_batch} | {ours_b / 2**20:.1f} | {ref_b / 2**20:.1f} "
-        f"| {ref_b / ours_b:.1f} |"
-    )
-    rows.append(
-        {
-            "benchmark": f"TripletMarginLoss all-triplets peak memory B={mem_batch} d={DIM}",
-            "ours_s": None,
-            "reference_s": None,
-            "ratio": ref_b / ours_b,
-            "ours_bytes": ours_b,
-            "reference_bytes": ref_b,
-        }
-    )
+                ref_cols = [
+                    f"{1e3 * t['reference_s']:.2f}",
+                    f"{row['ratio']:.2f}",
+                    f"{1e3 * t['reference_cpu_s']:.2f}",
+                    f"{row['cpu_ratio']:.2f}",
+                ]
+            cols = [name, str(batch), ours_cols[0], *ref_cols[:2], ours_cols[1], *ref_cols[2:]]
+            print("| " + " | ".join(cols) + " |", flush=True)
+    if not args.no_memory:
+        ours_b, ref_b = memory_pair(mem_batch)
+        print()
+        print("| all-triplets TripletMarginLoss memory | B | ours (MiB) | PML (MiB) | ratio |")
+        print("|---|---|---|---|---|")
+        print(
+            f"| fwd+bwd peak | {mem_batch} | {ours_b / 2**20:.1f} | {ref_b / 2**20:.1f} "
+            f"| {ref_b / ours_b:.1f} |"
+        )
+        rows.append(
+            {
+                "benchmark": f"TripletMarginLoss all-triplets peak memory B={mem_batch} d={DIM}",
+                "ours_s": None,
+                "reference_s": None,
+                "ratio": ref_b / ours_b,
+                "ours_bytes": ours_b,
+                "reference_bytes": ref_b,
+            }
+        )
     print()
     for row in rows:
         print(json.dumps(row))

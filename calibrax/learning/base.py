@@ -57,11 +57,14 @@ class LossTerm(NamedTuple):
             element/pair/triplet). Masks are 0/1 weights; mined triplets turned into pairs can
             count a pair several times, as pytorch-metric-learning does.
         reduced: If True, ``values`` is already a scalar loss and the reducer returns it as is.
+        scale: Factor applied to the reduced term (0.5 for each half of a loss averaged with its
+            mirror image, see ``GenericPairLoss``).
     """
 
     values: jax.Array
     weights: jax.Array
     reduced: bool = False
+    scale: float = 1.0
 
 
 class BaseMetricLossFunction(nnx.Module):
@@ -136,5 +139,6 @@ class BaseMetricLossFunction(nnx.Module):
         total = jnp.zeros((), accumulation_dtype(embeddings.dtype))
         for term in terms.values():
             value = term.values if term.reduced else reducer(term.values, term.weights)
-            total = total + jnp.reshape(value, ()).astype(total.dtype)
+            value = jnp.reshape(value, ()).astype(total.dtype)
+            total = total + (value if term.scale == 1 else term.scale * value)
         return total

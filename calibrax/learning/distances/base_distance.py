@@ -15,7 +15,7 @@ from jaxtyping import Float
 from calibrax.core import checks
 from calibrax.learning.reducers.base_reducer import accumulation_dtype
 
-__all__ = ["BaseDistance", "safe_abs", "safe_pow", "safe_sqrt"]
+__all__ = ["BaseDistance", "plain_gram", "safe_abs", "safe_pow", "safe_sqrt", "symmetric_gram"]
 
 
 def safe_abs(x: jax.Array) -> jax.Array:
@@ -35,6 +35,35 @@ def safe_pow(x: jax.Array, exponent: float) -> jax.Array:
         return x
     positive = x > 0
     return jnp.where(positive, jnp.where(positive, x, jnp.ones_like(x)) ** exponent, 0)
+
+
+@jax.custom_vjp
+def symmetric_gram(x: jax.Array) -> jax.Array:
+    """``x @ x.T`` for a caller whose cotangent w.r.t. the result is symmetric.
+
+    The gradient of ``x @ x.T`` is ``(g + g.T) @ x``, two matmuls as autodiff writes it (or a
+    transpose of a (B, B) array, as slow on CPU). When ``g`` is symmetric it is ``2 g @ x``: one
+    matmul. Only for callers that guarantee a symmetric ``g`` (an elementwise function of the
+    matrix with symmetric masks, or a row-wise loss averaged with its column-wise mirror); any
+    other use gives a wrong gradient.
+    """
+    return x @ x.T
+
+
+def _symmetric_gram_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return x @ x.T, x
+
+
+def _symmetric_gram_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    return (2 * (g @ x),)
+
+
+symmetric_gram.defvjp(_symmetric_gram_fwd, _symmetric_gram_bwd)
+
+
+def plain_gram(query: jax.Array, ref: jax.Array) -> jax.Array:
+    """``query @ ref.T``, differentiated by autodiff."""
+    return query @ ref.T
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +112,9 @@ class BaseDistance:
         """:meth:`normalize` if ``normalize_embeddings`` else ``x``."""
         return self.normalize(x) if self.normalize_embeddings else x
 
-    def compute_mat(self, query: jax.Array, ref: jax.Array) -> jax.Array:
-        """The raw (query, ref) matrix on already normalised rows."""
+    def compute_mat(self, query: jax.Array, ref: jax.Array, gram: Any = plain_gram) -> jax.Array:
+        """The raw (query, ref) matrix on already normalised rows; ``gram(query, ref)`` computes
+        the inner products ``query @ ref.T``."""
         raise NotImplementedError
 
     def __call__(
@@ -99,11 +129,23 @@ class BaseDistance:
         if ref is not None:
             checks.check_rank(ref, 2, "ref", "batch, embedding_dim")
             checks.check_dim(ref, 1, query.shape[1], "ref", "embedding size")
+        return self._matrix(query, ref, plain_gram)
+
+    def self_matrix_symmetric_grad(self, x: Float[Array, "n dim"]) -> Float[Array, "n n"]:
+        """``self(x)``, with a backward pass that assumes a symmetric cotangent.
+
+        For losses whose gradient w.r.t. the (n, n) matrix is symmetric by construction: the
+        inner products go through :func:`symmetric_gram`, whose backward pass is one matmul
+        instead of two. Any other caller must use ``self(x)``.
+        """
+        return self._matrix(x, None, lambda q, r: symmetric_gram(q))
+
+    def _matrix(self, query: jax.Array, ref: jax.Array | None, gram: Any) -> jax.Array:
         dtype = query.dtype
         acc = accumulation_dtype(dtype)
         q = self.maybe_normalize(query.astype(acc))
         r = q if ref is None else self.maybe_normalize(ref.astype(acc))
-        mat = self.compute_mat(q, r)
+        mat = self.compute_mat(q, r, gram)
         if self.power != 1:
             mat = self._apply_power(mat)
         return mat.astype(dtype)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 
 from calibrax.learning.distances.base_distance import BaseDistance
+from calibrax.learning.distances.base_distance import plain_gram
 
 __all__ = ["DotProductSimilarity"]
 
@@ -26,8 +28,8 @@ class DotProductSimilarity(BaseDistance):
 
     is_inverted = True
 
-    def compute_mat(self, query: jax.Array, ref: jax.Array) -> jax.Array:
-        return query @ ref.T
+    def compute_mat(self, query: jax.Array, ref: jax.Array, gram: Any = plain_gram) -> jax.Array:
+        return gram(query, ref)
 
     def _apply_power(self, mat: jax.Array) -> jax.Array:
         # Similarities can be negative: a plain power, as torch's ``mat ** power``.

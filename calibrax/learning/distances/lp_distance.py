@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from calibrax.learning.distances.base_distance import BaseDistance
+from calibrax.learning.distances.base_distance import plain_gram
 from calibrax.learning.distances.base_distance import safe_abs
 from calibrax.learning.distances.base_distance import safe_pow
 from calibrax.learning.distances.base_distance import safe_sqrt
@@ -42,12 +44,12 @@ class LpDistance(BaseDistance):
 
     is_inverted = False
 
-    def compute_mat(self, query: jax.Array, ref: jax.Array) -> jax.Array:
+    def compute_mat(self, query: jax.Array, ref: jax.Array, gram: Any = plain_gram) -> jax.Array:
         if self.p == 2:
             sq_q = jnp.sum(query * query, axis=1)
             sq_r = jnp.sum(ref * ref, axis=1)
             scale = sq_q[:, None] + sq_r[None, :]
-            sq = scale - 2 * (query @ ref.T)
+            sq = scale - 2 * gram(query, ref)
             tol = 4 * float(jnp.finfo(query.dtype).eps) * scale
             sq = jnp.where(sq > tol, sq, jnp.zeros_like(sq))
             if self.power == 2:

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 from jaxtyping import Float
-from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.learning.base import LossTerm
@@ -83,21 +82,21 @@ class CircleLoss(GenericPairLoss):
         """Cosine similarity, the only distance the loss accepts."""
         return CosineSimilarity()
 
-    def compute_terms(
+    def pair_terms(
         self,
-        embeddings: Float[Array, "batch dim"],
-        labels: Int[Array, " batch"],
-        indices_tuple: Any,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
     ) -> dict[str, LossTerm]:
-        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple)
         pos_mask, neg_mask = pos > 0, neg > 0
         fixed = jax.lax.stop_gradient(mat)
         op, on, delta_p, delta_n = 1 + self.m, -self.m, 1 - self.m, self.m
         logits_p = -self.gamma * jax.nn.relu(op - fixed) * (mat - delta_p)
         logits_n = self.gamma * jax.nn.relu(fixed - on) * (mat - delta_n)
-        lse_p = masked_logsumexp(logits_p, pos_mask, add_one=False)
-        lse_n = masked_logsumexp(logits_n, neg_mask, add_one=False)
-        losses = torch_softplus(lse_p + lse_n)[:, 0]
-        rows = jnp.any(pos_mask, axis=1) & jnp.any(neg_mask, axis=1)
+        lse_p = masked_logsumexp(logits_p, pos_mask, add_one=False, axis=axis)
+        lse_n = masked_logsumexp(logits_n, neg_mask, add_one=False, axis=axis)
+        losses = jnp.reshape(torch_softplus(lse_p + lse_n), (-1,))
+        rows = jnp.any(pos_mask, axis=axis) & jnp.any(neg_mask, axis=axis)
         losses = jnp.where(rows, losses, jnp.zeros_like(losses))
         return {"loss": LossTerm(losses, jnp.ones_like(losses))}

@@ -8,7 +8,6 @@ from typing import Any
 import jax
 from jaxtyping import Array
 from jaxtyping import Float
-from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.learning.base import LossTerm
@@ -56,6 +55,9 @@ class ContrastiveLoss(GenericPairLoss):
         1.4142
     """
 
+    # Pair values are elementwise in the matrix: the gradient is symmetric without mirroring.
+    mirror = False
+
     def __init__(
         self,
         *,
@@ -72,13 +74,13 @@ class ContrastiveLoss(GenericPairLoss):
         """Mean of the non-zero pair losses, as in pytorch-metric-learning."""
         return AvgNonZeroReducer()
 
-    def compute_terms(
+    def pair_terms(
         self,
-        embeddings: Float[Array, "batch dim"],
-        labels: Int[Array, " batch"],
-        indices_tuple: Any,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
     ) -> dict[str, LossTerm]:
-        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple)
         margin = self.distance.margin
         pos_loss = jax.nn.relu(margin(mat, self.pos_margin))
         neg_loss = jax.nn.relu(margin(self.neg_margin, mat))

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 from jaxtyping import Float
-from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.learning.base import LossTerm
@@ -64,18 +63,18 @@ class GeneralizedLiftedStructureLoss(GenericPairLoss):
         self.neg_margin = neg_margin
         self.pos_margin = pos_margin
 
-    def compute_terms(
+    def pair_terms(
         self,
-        embeddings: Float[Array, "batch dim"],
-        labels: Int[Array, " batch"],
-        indices_tuple: Any,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
     ) -> dict[str, LossTerm]:
-        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple)
         pos_loss = masked_logsumexp(
-            self.distance.margin(mat, self.pos_margin), pos > 0, add_one=False
+            self.distance.margin(mat, self.pos_margin), pos > 0, add_one=False, axis=axis
         )
         neg_loss = masked_logsumexp(
-            self.distance.margin(self.neg_margin, mat), neg > 0, add_one=False
+            self.distance.margin(self.neg_margin, mat), neg > 0, add_one=False, axis=axis
         )
-        losses = jax.nn.relu(pos_loss + neg_loss)[:, 0]
+        losses = jnp.reshape(jax.nn.relu(pos_loss + neg_loss), (-1,))
         return {"loss": LossTerm(losses, jnp.ones_like(losses))}

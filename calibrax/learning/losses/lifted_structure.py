@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 from jaxtyping import Float
-from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.learning.base import LossTerm
@@ -66,19 +65,19 @@ class LiftedStructureLoss(GenericPairLoss):
         self.neg_margin = neg_margin
         self.pos_margin = pos_margin
 
-    def compute_terms(
+    def pair_terms(
         self,
-        embeddings: Float[Array, "batch dim"],
-        labels: Int[Array, " batch"],
-        indices_tuple: Any,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
     ) -> dict[str, LossTerm]:
-        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple)
         has_neg = neg > 0
         big = neg_big(mat.dtype)
         # A pair selected k times counts k times in the log-sum: add log k.
         terms = self.distance.margin(self.neg_margin, mat) + jnp.log(jnp.where(has_neg, neg, 1))
-        row_lse = jax.nn.logsumexp(jnp.where(has_neg, terms, big), axis=1)
-        row_any = jnp.any(has_neg, axis=1)
+        row_lse = jax.nn.logsumexp(jnp.where(has_neg, terms, big), axis=axis)
+        row_any = jnp.any(has_neg, axis=axis)
         row_lse = jnp.where(row_any, row_lse, big)
         pair_lse = jnp.logaddexp(row_lse[:, None], row_lse[None, :])
         pair_any = row_any[:, None] | row_any[None, :]

@@ -7,7 +7,6 @@ from typing import Any
 import jax.numpy as jnp
 from jaxtyping import Array
 from jaxtyping import Float
-from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.learning.base import LossTerm
@@ -71,16 +70,16 @@ class MultiSimilarityLoss(GenericPairLoss):
         """Cosine similarity, as in pytorch-metric-learning."""
         return CosineSimilarity()
 
-    def compute_terms(
+    def pair_terms(
         self,
-        embeddings: Float[Array, "batch dim"],
-        labels: Int[Array, " batch"],
-        indices_tuple: Any,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
     ) -> dict[str, LossTerm]:
-        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple)
         pos_exp = self.distance.margin(mat, self.base)
         neg_exp = self.distance.margin(self.base, mat)
-        pos_loss = masked_logsumexp(self.alpha * pos_exp, pos > 0, add_one=True) / self.alpha
-        neg_loss = masked_logsumexp(self.beta * neg_exp, neg > 0, add_one=True) / self.beta
-        losses = (pos_loss + neg_loss)[:, 0]
+        pos_loss = masked_logsumexp(self.alpha * pos_exp, pos > 0, add_one=True, axis=axis)
+        neg_loss = masked_logsumexp(self.beta * neg_exp, neg > 0, add_one=True, axis=axis)
+        losses = jnp.reshape(pos_loss / self.alpha + neg_loss / self.beta, (-1,))
         return {"loss": LossTerm(losses, jnp.ones_like(losses))}

@@ -67,6 +67,8 @@ class NPairsLoss(DistanceLoss):
         indices_tuple: Any,
     ) -> dict[str, LossTerm]:
         emb = working(embeddings)
+        if indices_tuple is None:
+            return self._all_pairs_terms(emb, labels)
         pos, _ = pair_weights(indices_tuple, labels)
         has_pos = pos > 0
         row_has = jnp.any(has_pos, axis=1)
@@ -84,3 +86,24 @@ class NPairsLoss(DistanceLoss):
         losses = jax.nn.logsumexp(masked, axis=1) - jnp.diagonal(logits)
         losses = jnp.where(selected, losses, jnp.zeros_like(losses))
         return {"loss": LossTerm(losses, selected.astype(losses.dtype))}
+
+    def _all_pairs_terms(self, emb: jax.Array, labels: jax.Array) -> dict[str, LossTerm]:
+        """All pairs without a (B, B) array: the selected pair of a class is its two lowest
+        indices, found with a stable sort of the labels, and the at most ``B // 2`` selected pairs
+        are packed into fixed-size arrays, so the logits are (B // 2, B // 2)."""
+        batch = labels.shape[0]
+        size = max(1, batch // 2)
+        order = jnp.argsort(labels, stable=True)
+        sorted_labels = labels[order]
+        first = jnp.concatenate([jnp.ones((1,), bool), sorted_labels[1:] != sorted_labels[:-1]])
+        has_next = jnp.concatenate([sorted_labels[1:] == sorted_labels[:-1], jnp.zeros((1,), bool)])
+        (where,) = jnp.nonzero(first & has_next, size=size, fill_value=0)
+        valid = jnp.arange(size, dtype=jnp.int32) < jnp.sum(first & has_next, dtype=jnp.int32)
+        anchors = emb[order[where]]
+        positives = emb[order[jnp.minimum(where + 1, batch - 1)]]
+        mat = self.distance(anchors, positives)
+        logits = mat if self.distance.is_inverted else -mat
+        masked = jnp.where(valid[None, :], logits, neg_big(logits.dtype))
+        losses = jax.nn.logsumexp(masked, axis=1) - jnp.diagonal(logits)
+        losses = jnp.where(valid, losses, jnp.zeros_like(losses))
+        return {"loss": LossTerm(losses, valid.astype(losses.dtype))}

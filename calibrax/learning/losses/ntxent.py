@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 from jaxtyping import Float
-from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.learning.base import LossTerm
@@ -66,13 +65,13 @@ class NTXentLoss(GenericPairLoss):
         """Cosine similarity, as in pytorch-metric-learning."""
         return CosineSimilarity()
 
-    def compute_terms(
+    def pair_terms(
         self,
-        embeddings: Float[Array, "batch dim"],
-        labels: Int[Array, " batch"],
-        indices_tuple: Any,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
     ) -> dict[str, LossTerm]:
-        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple)
         sim = mat if self.distance.is_inverted else -mat
         sim = sim / self.temperature
         has_neg = neg > 0
@@ -80,12 +79,12 @@ class NTXentLoss(GenericPairLoss):
         # pytorch-metric-learning: sum_n e^{s_an - m_ap} = e^{M_a - m_ap} sum_n e^{s_an - M_a}.
         big = neg_big(sim.dtype)
         row_max = jax.lax.stop_gradient(
-            jnp.max(jnp.where(has_neg, sim, big), axis=1, keepdims=True)
+            jnp.max(jnp.where(has_neg, sim, big), axis=axis, keepdims=True)
         )
         pair_max = jax.lax.stop_gradient(jnp.maximum(sim, row_max))
         neg_sum = jnp.sum(
             jnp.where(has_neg, neg * jnp.exp(jnp.where(has_neg, sim, row_max) - row_max), 0),
-            axis=1,
+            axis=axis,
             keepdims=True,
         )
         numerator = jnp.exp(sim - pair_max)

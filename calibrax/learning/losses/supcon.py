@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 from jaxtyping import Float
-from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.learning.base import LossTerm
@@ -72,22 +71,22 @@ class SupConLoss(GenericPairLoss):
         """Cosine similarity, as in pytorch-metric-learning."""
         return CosineSimilarity()
 
-    def compute_terms(
+    def pair_terms(
         self,
-        embeddings: Float[Array, "batch dim"],
-        labels: Int[Array, " batch"],
-        indices_tuple: Any,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
     ) -> dict[str, LossTerm]:
-        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple)
         sim = mat if self.distance.is_inverted else -mat
         sim = sim / self.temperature
-        sim = sim - jax.lax.stop_gradient(jnp.max(sim, axis=1, keepdims=True))
+        sim = sim - jax.lax.stop_gradient(jnp.max(sim, axis=axis, keepdims=True))
         pos_mask = (pos > 0).astype(sim.dtype)
-        denominator = masked_logsumexp(sim, (pos > 0) | (neg > 0), add_one=False)
+        denominator = masked_logsumexp(sim, (pos > 0) | (neg > 0), add_one=False, axis=axis)
         log_prob = sim - denominator
         tiny = jnp.finfo(sim.dtype).tiny
-        mean_log_prob_pos = jnp.sum(pos_mask * log_prob, axis=1) / (
-            jnp.sum(pos_mask, axis=1) + tiny
+        mean_log_prob_pos = jnp.sum(pos_mask * log_prob, axis=axis) / (
+            jnp.sum(pos_mask, axis=axis) + tiny
         )
         both = jnp.any(pos > 0) & jnp.any(neg > 0)
         weights = jnp.where(both, jnp.ones_like(mean_log_prob_pos), 0)
