@@ -26,6 +26,12 @@ def _float_dtype(*arrays: jax.Array) -> np.dtype:
     return np.dtype(np.float64 if wide and jax.config.jax_enable_x64 else np.float32)
 
 
+def _blocks(d: int, nb: int) -> list[slice]:
+    """``nb`` contiguous slices of ``range(d)`` of near-equal length."""
+    cuts = [round(i * d / nb) for i in range(nb + 1)]
+    return [slice(cuts[i], cuts[i + 1]) for i in range(nb)]
+
+
 def symmetric_gram(x: Float[Array, "n dim"]) -> Float[Array, "dim dim"]:
     """``xᵀ x`` in ``x``'s dtype, computing each off-diagonal block product once.
 
@@ -39,8 +45,7 @@ def symmetric_gram(x: Float[Array, "n dim"]) -> Float[Array, "dim dim"]:
     if d < 256:
         return jnp.matmul(x.T, x, precision=hi)
     nb = min(8, d // 128)
-    cuts = [round(i * d / nb) for i in range(nb + 1)]
-    cols = [x[:, cuts[i] : cuts[i + 1]] for i in range(nb)]
+    cols = [x[:, b] for b in _blocks(d, nb)]
     out = [[None] * nb for _ in range(nb)]
     for i in range(nb):
         for j in range(i + 1):
@@ -64,8 +69,7 @@ def _lower_congruence(lower: jax.Array, sym: jax.Array) -> jax.Array:
     if d < 256:
         return jnp.matmul(jnp.matmul(lower.T, sym, precision=hi), lower, precision=hi)
     nb = 4
-    cuts = [round(i * d / nb) for i in range(nb + 1)]
-    blocks = [slice(cuts[i], cuts[i + 1]) for i in range(nb)]
+    blocks = _blocks(d, nb)
     # Block column j of (sym @ lower) only involves block rows k >= j of ``lower``.
     product = [
         sum(

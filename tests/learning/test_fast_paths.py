@@ -7,19 +7,19 @@ import numpy as np
 from jax.test_util import check_grads
 
 import calibrax.learning as C
-from calibrax.learning.distances.base_distance import symmetric_gram
+from calibrax.learning.distances.base_distance import gram_symmetric_cotangent
 from calibrax.learning.losses.triplet_margin import _row_hinge_sums
 
 X = jax.random.normal(jax.random.key(0), (9, 5), jnp.float64)
 
 
-def test_symmetric_gram_gradient_matches_autodiff():
+def test_gram_symmetric_cotangent_gradient_matches_autodiff():
     # An elementwise function of the Gram matrix has a symmetric cotangent: the custom backward
     # (2 g @ x) must then equal autodiff of x @ x.T (float64, rounding only: 1e-12).
     def f(gram):
         return lambda x: jnp.sum(jnp.sin(gram(x)) ** 2)
 
-    fast = jax.grad(f(symmetric_gram))(X)
+    fast = jax.grad(f(gram_symmetric_cotangent))(X)
     plain = jax.grad(f(lambda x: x @ x.T))(X)
     np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-12)
 

@@ -15,7 +15,14 @@ from jaxtyping import Float
 from calibrax.core import checks
 from calibrax.learning.reducers.base_reducer import accumulation_dtype
 
-__all__ = ["BaseDistance", "plain_gram", "safe_abs", "safe_pow", "safe_sqrt", "symmetric_gram"]
+__all__ = [
+    "BaseDistance",
+    "gram_symmetric_cotangent",
+    "plain_gram",
+    "safe_abs",
+    "safe_pow",
+    "safe_sqrt",
+]
 
 
 def safe_abs(x: jax.Array) -> jax.Array:
@@ -38,7 +45,7 @@ def safe_pow(x: jax.Array, exponent: float) -> jax.Array:
 
 
 @jax.custom_vjp
-def symmetric_gram(x: jax.Array) -> jax.Array:
+def gram_symmetric_cotangent(x: jax.Array) -> jax.Array:
     """``x @ x.T`` for a caller whose cotangent w.r.t. the result is symmetric.
 
     The gradient of ``x @ x.T`` is ``(g + g.T) @ x``, two matmuls as autodiff writes it (or a
@@ -50,15 +57,15 @@ def symmetric_gram(x: jax.Array) -> jax.Array:
     return x @ x.T
 
 
-def _symmetric_gram_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _gram_symmetric_cotangent_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return x @ x.T, x
 
 
-def _symmetric_gram_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+def _gram_symmetric_cotangent_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
     return (2 * (g @ x),)
 
 
-symmetric_gram.defvjp(_symmetric_gram_fwd, _symmetric_gram_bwd)
+gram_symmetric_cotangent.defvjp(_gram_symmetric_cotangent_fwd, _gram_symmetric_cotangent_bwd)
 
 
 def plain_gram(query: jax.Array, ref: jax.Array) -> jax.Array:
@@ -135,10 +142,10 @@ class BaseDistance:
         """``self(x)``, with a backward pass that assumes a symmetric cotangent.
 
         For losses whose gradient w.r.t. the (n, n) matrix is symmetric by construction: the
-        inner products go through :func:`symmetric_gram`, whose backward pass is one matmul
+        inner products go through :func:`gram_symmetric_cotangent`, whose backward pass is one matmul
         instead of two. Any other caller must use ``self(x)``.
         """
-        return self._matrix(x, None, lambda q, r: symmetric_gram(q))
+        return self._matrix(x, None, lambda q, r: gram_symmetric_cotangent(q))
 
     def _matrix(self, query: jax.Array, ref: jax.Array | None, gram: Any) -> jax.Array:
         dtype = query.dtype
