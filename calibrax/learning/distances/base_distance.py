@@ -17,7 +17,9 @@ from calibrax.learning.reducers.base_reducer import accumulation_dtype
 
 __all__ = [
     "BaseDistance",
+    "gram_cross_block",
     "gram_symmetric_cotangent",
+    "inner_products",
     "plain_gram",
     "safe_abs",
     "safe_pow",
@@ -68,9 +70,50 @@ def _gram_symmetric_cotangent_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array
 gram_symmetric_cotangent.defvjp(_gram_symmetric_cotangent_fwd, _gram_symmetric_cotangent_bwd)
 
 
+@jax.custom_vjp
+def gram_cross_block(query: jax.Array, ref: jax.Array) -> jax.Array:
+    """``query @ ref.T`` for two different row blocks, differentiated without a large transpose.
+
+    Autodiff writes the cotangent of ``ref`` as ``g.T @ query``, which XLA on CPU turns into a
+    dot contracting ``g``'s leading dimension: it transposes ``g`` first, as slow as the product
+    itself. Here it is ``(query.T @ g).T``: only the thin (n, dim) and (dim, m) arrays are
+    transposed, and an optimisation barrier stops XLA from folding the transposes back into the
+    dot. The values are those of autodiff up to rounding.
+    """
+    return query @ ref.T
+
+
+def _gram_cross_block_fwd(query: jax.Array, ref: jax.Array) -> tuple[jax.Array, Any]:
+    return query @ ref.T, (query, ref)
+
+
+def _gram_cross_block_bwd(res: Any, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    query, ref = res
+    query_t = jax.lax.optimization_barrier(query.T)
+    return g @ ref, jax.lax.optimization_barrier(query_t @ g).T
+
+
+gram_cross_block.defvjp(_gram_cross_block_fwd, _gram_cross_block_bwd)
+
+
 def plain_gram(query: jax.Array, ref: jax.Array) -> jax.Array:
     """``query @ ref.T``, differentiated by autodiff."""
     return query @ ref.T
+
+
+def inner_products(query: jax.Array, ref: jax.Array, mode: str = "plain") -> jax.Array:
+    """``query @ ref.T`` with the backward pass chosen by ``mode``.
+
+    - ``"plain"``: autodiff, for any caller.
+    - ``"symmetric"``: ``ref`` is ``query`` and the caller's cotangent is symmetric:
+      :func:`gram_symmetric_cotangent` (one backward matmul).
+    - ``"cross"``: two different row blocks: :func:`gram_cross_block` (no large transpose).
+    """
+    if mode == "symmetric":
+        return gram_symmetric_cotangent(query)
+    if mode == "cross":
+        return gram_cross_block(query, ref)
+    return plain_gram(query, ref)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,9 +162,9 @@ class BaseDistance:
         """:meth:`normalize` if ``normalize_embeddings`` else ``x``."""
         return self.normalize(x) if self.normalize_embeddings else x
 
-    def compute_mat(self, query: jax.Array, ref: jax.Array, gram: Any = plain_gram) -> jax.Array:
-        """The raw (query, ref) matrix on already normalised rows; ``gram(query, ref)`` computes
-        the inner products ``query @ ref.T``."""
+    def compute_mat(self, query: jax.Array, ref: jax.Array, mode: str = "plain") -> jax.Array:
+        """The raw (query, ref) matrix on already normalised rows; ``mode`` picks the backward
+        pass of the inner products (see :func:`inner_products`)."""
         raise NotImplementedError
 
     def __call__(
@@ -136,7 +179,7 @@ class BaseDistance:
         if ref is not None:
             checks.check_rank(ref, 2, "ref", "batch, embedding_dim")
             checks.check_dim(ref, 1, query.shape[1], "ref", "embedding size")
-        return self._matrix(query, ref, plain_gram)
+        return self._matrix(query, ref, "plain")
 
     def self_matrix_symmetric_grad(self, x: Float[Array, "n dim"]) -> Float[Array, "n n"]:
         """``self(x)``, with a backward pass that assumes a symmetric cotangent.
@@ -145,17 +188,26 @@ class BaseDistance:
         inner products go through :func:`gram_symmetric_cotangent`, whose backward pass is one matmul
         instead of two. Any other caller must use ``self(x)``.
         """
-        return self._matrix(x, None, lambda q, r: gram_symmetric_cotangent(q))
+        return self._matrix(x, None, "symmetric")
 
-    def _matrix(self, query: jax.Array, ref: jax.Array | None, gram: Any) -> jax.Array:
+    def normalized_block_matrix(
+        self, query: jax.Array, ref: jax.Array, mode: str = "plain"
+    ) -> jax.Array:
+        """The (query, ref) matrix of rows already passed through :meth:`maybe_normalize` (and
+        cast to the working dtype), with ``power`` applied: one block of a matrix computed in
+        blocks. ``mode`` picks the backward pass (see :func:`inner_products`); with
+        ``"symmetric"``, ``ref`` must be ``query``."""
+        mat = self.compute_mat(query, ref, mode)
+        if self.power != 1:
+            mat = self._apply_power(mat)
+        return mat
+
+    def _matrix(self, query: jax.Array, ref: jax.Array | None, mode: str) -> jax.Array:
         dtype = query.dtype
         acc = accumulation_dtype(dtype)
         q = self.maybe_normalize(query.astype(acc))
         r = q if ref is None else self.maybe_normalize(ref.astype(acc))
-        mat = self.compute_mat(q, r, gram)
-        if self.power != 1:
-            mat = self._apply_power(mat)
-        return mat.astype(dtype)
+        return self.normalized_block_matrix(q, r, mode).astype(dtype)
 
     def _apply_power(self, mat: jax.Array) -> jax.Array:
         return safe_pow(mat, self.power)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 
 from calibrax.learning.distances.base_distance import BaseDistance
-from calibrax.learning.distances.base_distance import plain_gram
+from calibrax.learning.distances.base_distance import inner_products
 
 __all__ = ["DotProductSimilarity"]
 
@@ -28,8 +27,8 @@ class DotProductSimilarity(BaseDistance):
 
     is_inverted = True
 
-    def compute_mat(self, query: jax.Array, ref: jax.Array, gram: Any = plain_gram) -> jax.Array:
-        return gram(query, ref)
+    def compute_mat(self, query: jax.Array, ref: jax.Array, mode: str = "plain") -> jax.Array:
+        return inner_products(query, ref, mode)
 
     def _apply_power(self, mat: jax.Array) -> jax.Array:
         # Similarities can be negative: a plain power, as torch's ``mat ** power``.

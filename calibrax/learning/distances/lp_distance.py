@@ -3,19 +3,76 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from calibrax.learning.distances.base_distance import BaseDistance
-from calibrax.learning.distances.base_distance import plain_gram
+from calibrax.learning.distances.base_distance import inner_products
 from calibrax.learning.distances.base_distance import safe_abs
 from calibrax.learning.distances.base_distance import safe_pow
 from calibrax.learning.distances.base_distance import safe_sqrt
 
 __all__ = ["LpDistance"]
+
+
+def _squared_l2(query: jax.Array, ref: jax.Array, mode: str) -> tuple[jax.Array, jax.Array]:
+    """``(|q|² + |r|² - 2 q·r, keep)``: squared distances, with ``keep`` False where the value is
+    within rounding error of zero (below ``4 eps (|q|² + |r|²)``)."""
+    sq_q = jnp.sum(query * query, axis=1)
+    sq_r = jnp.sum(ref * ref, axis=1)
+    scale = sq_q[:, None] + sq_r[None, :]
+    sq = scale - 2 * inner_products(query, ref, mode)
+    return sq, sq > 4 * float(jnp.finfo(query.dtype).eps) * scale
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _l2_matrix(query: jax.Array, ref: jax.Array, mode: str, squared: bool) -> jax.Array:
+    """The (squared if ``squared``) Euclidean distance matrix, 0 where rounding-level.
+
+    The backward pass is written out: with ``u = ∂L/∂(squared distance)`` (``g / (2 d)`` for
+    distances, 0 where the distance was set to 0), the cotangents are
+    ``2 (q · rowsum(u) - u @ r)`` and ``2 (r · colsum(u) - uᵀ @ q)``: one elementwise pass over
+    the matrix and the matmuls of ``mode`` (see
+    :func:`~calibrax.learning.distances.base_distance.inner_products`), instead of the chain of
+    selects autodiff emits for the clamp and the square root.
+    """
+    sq, keep = _squared_l2(query, ref, "plain")
+    sq = jnp.where(keep, sq, jnp.zeros_like(sq))
+    return sq if squared else safe_sqrt(sq)
+
+
+def _l2_matrix_fwd(
+    query: jax.Array, ref: jax.Array, mode: str, squared: bool
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array, jax.Array]]:
+    sq, keep = _squared_l2(query, ref, "plain")
+    sq = jnp.where(keep, sq, jnp.zeros_like(sq))
+    out = sq if squared else jnp.sqrt(sq)
+    return out, (query, ref, out, keep)
+
+
+def _l2_matrix_bwd(
+    mode: str, squared: bool, res: tuple[jax.Array, ...], g: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    query, ref, out, keep = res
+    zero = jnp.zeros_like(g)
+    if squared:
+        u = jnp.where(keep, g, zero)
+    else:
+        u = jnp.where(keep, g / jnp.where(keep, 2 * out, jnp.ones_like(out)), zero)
+    if mode == "symmetric":
+        # ref is query and u is symmetric: both roles give the same cotangent.
+        d_query = 4 * (query * jnp.sum(u, axis=1)[:, None] - u @ query)
+        return d_query, jnp.zeros_like(ref)
+    d_query = 2 * (query * jnp.sum(u, axis=1)[:, None] - u @ ref)
+    ref_t_cotangent = jax.lax.optimization_barrier(jax.lax.optimization_barrier(query.T) @ u).T
+    d_ref = 2 * (ref * jnp.sum(u, axis=0)[:, None] - ref_t_cotangent)
+    return d_query, d_ref
+
+
+_l2_matrix.defvjp(_l2_matrix_fwd, _l2_matrix_bwd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,17 +101,9 @@ class LpDistance(BaseDistance):
 
     is_inverted = False
 
-    def compute_mat(self, query: jax.Array, ref: jax.Array, gram: Any = plain_gram) -> jax.Array:
+    def compute_mat(self, query: jax.Array, ref: jax.Array, mode: str = "plain") -> jax.Array:
         if self.p == 2:
-            sq_q = jnp.sum(query * query, axis=1)
-            sq_r = jnp.sum(ref * ref, axis=1)
-            scale = sq_q[:, None] + sq_r[None, :]
-            sq = scale - 2 * gram(query, ref)
-            tol = 4 * float(jnp.finfo(query.dtype).eps) * scale
-            sq = jnp.where(sq > tol, sq, jnp.zeros_like(sq))
-            if self.power == 2:
-                return sq
-            return safe_sqrt(sq)
+            return _l2_matrix(query, ref, mode, self.power == 2)
         diff = safe_abs(query[:, None, :] - ref[None, :, :])
         if self.p == math.inf:
             return jnp.max(diff, axis=-1)

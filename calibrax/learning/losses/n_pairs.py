@@ -89,21 +89,55 @@ class NPairsLoss(DistanceLoss):
 
     def _all_pairs_terms(self, emb: jax.Array, labels: jax.Array) -> dict[str, LossTerm]:
         """All pairs without a (B, B) array: the selected pair of a class is its two lowest
-        indices, found with a stable sort of the labels, and the at most ``B // 2`` selected pairs
-        are packed into fixed-size arrays, so the logits are (B // 2, B // 2)."""
+        indices, found with a stable sort of the labels, and the selected pairs are packed at the
+        front of fixed-size arrays.
+
+        At most ``B // 2`` classes can have a pair, but a batch usually has far fewer (``B / k``
+        with ``k`` samples per class). The logits are computed at the smallest width of
+        :func:`_bucket_widths` (32, 64, 128, ... up to ``B // 2``) that holds every selected
+        pair, picked at run time by ``lax.switch``: at most twice the pairs there are, instead
+        of ``B // 2`` always. Every width gives the same values (padding is masked out).
+        """
         batch = labels.shape[0]
         size = max(1, batch // 2)
         order = jnp.argsort(labels, stable=True)
         sorted_labels = labels[order]
         first = jnp.concatenate([jnp.ones((1,), bool), sorted_labels[1:] != sorted_labels[:-1]])
         has_next = jnp.concatenate([sorted_labels[1:] == sorted_labels[:-1], jnp.zeros((1,), bool)])
-        (where,) = jnp.nonzero(first & has_next, size=size, fill_value=0)
-        valid = jnp.arange(size, dtype=jnp.int32) < jnp.sum(first & has_next, dtype=jnp.int32)
-        anchors = emb[order[where]]
-        positives = emb[order[jnp.minimum(where + 1, batch - 1)]]
-        mat = self.distance(anchors, positives)
-        logits = mat if self.distance.is_inverted else -mat
-        masked = jnp.where(valid[None, :], logits, neg_big(logits.dtype))
-        losses = jax.nn.logsumexp(masked, axis=1) - jnp.diagonal(logits)
-        losses = jnp.where(valid, losses, jnp.zeros_like(losses))
-        return {"loss": LossTerm(losses, valid.astype(losses.dtype))}
+        starts = first & has_next
+        (where,) = jnp.nonzero(starts, size=size, fill_value=0)
+        n_pairs = jnp.sum(starts, dtype=jnp.int32)
+        anchor_index = order[where]
+        positive_index = order[jnp.minimum(where + 1, batch - 1)]
+
+        def at_width(width: int) -> Any:
+            def losses_and_weights(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+                valid = jnp.arange(width, dtype=jnp.int32) < n_pairs
+                mat = self.distance(x[anchor_index[:width]], x[positive_index[:width]])
+                logits = mat if self.distance.is_inverted else -mat
+                masked = jnp.where(valid[None, :], logits, neg_big(logits.dtype))
+                losses = jax.nn.logsumexp(masked, axis=1) - jnp.diagonal(logits)
+                losses = jnp.where(valid, losses, jnp.zeros_like(losses))
+                pad = (0, size - width)
+                return jnp.pad(losses, pad), jnp.pad(valid.astype(losses.dtype), pad)
+
+            return losses_and_weights
+
+        widths = _bucket_widths(size)
+        if len(widths) == 1:
+            losses, weights = at_width(size)(emb)
+        else:
+            index = jnp.searchsorted(jnp.asarray(widths, jnp.int32), n_pairs)
+            losses, weights = jax.lax.switch(index, [at_width(w) for w in widths], emb)
+        return {"loss": LossTerm(losses, weights)}
+
+
+def _bucket_widths(size: int) -> tuple[int, ...]:
+    """The widths the all-pairs logits are computed at: powers of two from 32 below ``size``,
+    then ``size``."""
+    widths = []
+    width = 32
+    while width < size:
+        widths.append(width)
+        width *= 2
+    return (*widths, size)
