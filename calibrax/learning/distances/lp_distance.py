@@ -46,17 +46,19 @@ def _l2_matrix(query: jax.Array, ref: jax.Array, mode: str, squared: bool) -> ja
 
 def _l2_matrix_fwd(
     query: jax.Array, ref: jax.Array, mode: str, squared: bool
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array, jax.Array]]:
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
     sq, keep = _squared_l2(query, ref, "plain")
     sq = jnp.where(keep, sq, jnp.zeros_like(sq))
     out = sq if squared else jnp.sqrt(sq)
-    return out, (query, ref, out, keep)
+    # Kept entries are above a positive tolerance, the others exactly 0: ``out > 0`` is ``keep``.
+    return out, (query, ref, out)
 
 
 def _l2_matrix_bwd(
     mode: str, squared: bool, res: tuple[jax.Array, ...], g: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    query, ref, out, keep = res
+    query, ref, out = res
+    keep = out > 0
     zero = jnp.zeros_like(g)
     if squared:
         u = jnp.where(keep, g, zero)

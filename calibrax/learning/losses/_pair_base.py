@@ -166,7 +166,8 @@ class GenericPairLoss(DistanceLoss):
         for i, a in enumerate(starts):
             xa, la = x[a : a + block], labels[a : a + block]
             for b in starts[i:]:
-                lb = labels[b : b + block]
+                e = b + block
+                lb = labels[b:e]
                 same = la[:, None] == lb[None, :]
                 if a == b:
                     mat = self.distance.normalized_block_matrix(xa, xa, "symmetric")
@@ -174,7 +175,7 @@ class GenericPairLoss(DistanceLoss):
                     pos = same & (index[:, None] != index[None, :])
                     weight = 1.0
                 else:
-                    mat = self.distance.normalized_block_matrix(xa, x[b : b + block], "cross")
+                    mat = self.distance.normalized_block_matrix(xa, x[b:e], "cross")
                     pos = same
                     weight = 2.0
                 n_same = n_same + int(weight) * jnp.sum(same, dtype=jnp.int32)
