@@ -127,7 +127,8 @@ class NPairsLoss(DistanceLoss):
         if len(widths) == 1:
             losses, weights = at_width(size)(emb)
         else:
-            index = jnp.searchsorted(jnp.asarray(widths, jnp.int32), n_pairs)
+            # The first width >= n_pairs (a compare and a sum; searchsorted is a while loop).
+            index = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < n_pairs, dtype=jnp.int32)
             losses, weights = jax.lax.switch(index, [at_width(w) for w in widths], emb)
         return {"loss": LossTerm(losses, weights)}
 
