@@ -17,21 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import jax
 import numpy as np
-
-
-def median_time(fn, runs: int) -> float:
-    fn()  # warm-up (compilation for jax)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _timing import median_time
 
 
 def main() -> None:

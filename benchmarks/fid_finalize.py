@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import warnings
 
 import jax
@@ -29,18 +27,9 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 from calibrax.functional import frechet_distance  # noqa: E402
-
-
-def median_time(fn, runs):
-    fn()  # warm-up (compilation for jax)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def statistics_of(n, d, seed, shift):

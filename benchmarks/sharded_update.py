@@ -36,8 +36,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 
@@ -46,6 +44,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _timing import median_time  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from calibrax.learned import LPIPS  # noqa: E402
@@ -59,16 +58,6 @@ from calibrax.parallel import data_parallel_train_step  # noqa: E402
 from calibrax.parallel import shard_batch  # noqa: E402
 from calibrax.parallel import shard_map_update  # noqa: E402
 from calibrax.parallel import sharded_update  # noqa: E402
-
-
-def median_time(fn, runs):
-    fn()  # warm-up (compilation)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def block(tree):
