@@ -24,6 +24,7 @@ __all__ = [
     "safe_abs",
     "safe_pow",
     "safe_sqrt",
+    "transposed_times",
 ]
 
 
@@ -87,10 +88,16 @@ def _gram_cross_block_fwd(query: jax.Array, ref: jax.Array) -> tuple[jax.Array, 
     return query @ ref.T, (query, ref)
 
 
+def transposed_times(g: jax.Array, query: jax.Array) -> jax.Array:
+    """``g.T @ query`` computed as ``(query.T @ g).T`` behind optimisation barriers, so XLA on CPU
+    transposes only the thin arrays, never ``g`` (see :func:`gram_cross_block`)."""
+    query_t = jax.lax.optimization_barrier(query.T)
+    return jax.lax.optimization_barrier(query_t @ g).T
+
+
 def _gram_cross_block_bwd(res: Any, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     query, ref = res
-    query_t = jax.lax.optimization_barrier(query.T)
-    return g @ ref, jax.lax.optimization_barrier(query_t @ g).T
+    return g @ ref, transposed_times(g, query)
 
 
 gram_cross_block.defvjp(_gram_cross_block_fwd, _gram_cross_block_bwd)

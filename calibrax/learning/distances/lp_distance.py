@@ -10,22 +10,11 @@ import jax
 import jax.numpy as jnp
 
 from calibrax.learning.distances.base_distance import BaseDistance
-from calibrax.learning.distances.base_distance import inner_products
 from calibrax.learning.distances.base_distance import safe_abs
 from calibrax.learning.distances.base_distance import safe_pow
-from calibrax.learning.distances.base_distance import safe_sqrt
+from calibrax.learning.distances.base_distance import transposed_times
 
 __all__ = ["LpDistance"]
-
-
-def _squared_l2(query: jax.Array, ref: jax.Array, mode: str) -> tuple[jax.Array, jax.Array]:
-    """``(|q|² + |r|² - 2 q·r, keep)``: squared distances, with ``keep`` False where the value is
-    within rounding error of zero (below ``4 eps (|q|² + |r|²)``)."""
-    sq_q = jnp.sum(query * query, axis=1)
-    sq_r = jnp.sum(ref * ref, axis=1)
-    scale = sq_q[:, None] + sq_r[None, :]
-    sq = scale - 2 * inner_products(query, ref, mode)
-    return sq, sq > 4 * float(jnp.finfo(query.dtype).eps) * scale
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -39,15 +28,17 @@ def _l2_matrix(query: jax.Array, ref: jax.Array, mode: str, squared: bool) -> ja
     :func:`~calibrax.learning.distances.base_distance.inner_products`), instead of the chain of
     selects autodiff emits for the clamp and the square root.
     """
-    sq, keep = _squared_l2(query, ref, "plain")
-    sq = jnp.where(keep, sq, jnp.zeros_like(sq))
-    return sq if squared else safe_sqrt(sq)
+    return _l2_matrix_fwd(query, ref, mode, squared)[0]
 
 
 def _l2_matrix_fwd(
     query: jax.Array, ref: jax.Array, mode: str, squared: bool
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
-    sq, keep = _squared_l2(query, ref, "plain")
+    sq_q = jnp.sum(query * query, axis=1)
+    sq_r = jnp.sum(ref * ref, axis=1)
+    scale = sq_q[:, None] + sq_r[None, :]
+    sq = scale - 2 * (query @ ref.T)
+    keep = sq > 4 * float(jnp.finfo(query.dtype).eps) * scale
     sq = jnp.where(keep, sq, jnp.zeros_like(sq))
     out = sq if squared else jnp.sqrt(sq)
     # Kept entries are above a positive tolerance, the others exactly 0: ``out > 0`` is ``keep``.
@@ -69,8 +60,7 @@ def _l2_matrix_bwd(
         d_query = 4 * (query * jnp.sum(u, axis=1)[:, None] - u @ query)
         return d_query, jnp.zeros_like(ref)
     d_query = 2 * (query * jnp.sum(u, axis=1)[:, None] - u @ ref)
-    ref_t_cotangent = jax.lax.optimization_barrier(jax.lax.optimization_barrier(query.T) @ u).T
-    d_ref = 2 * (ref * jnp.sum(u, axis=0)[:, None] - ref_t_cotangent)
+    d_ref = 2 * (ref * jnp.sum(u, axis=0)[:, None] - transposed_times(u, query))
     return d_query, d_ref
 
 

@@ -163,6 +163,7 @@ class GenericPairLoss(DistanceLoss):
         sums: dict[str, list[Any]] = {}
         scales: dict[str, float] = {}
         n_same = jnp.zeros((), jnp.int32)
+        one, zero = jnp.ones((), acc), jnp.zeros((), acc)
         for i, a in enumerate(starts):
             xa, la = x[a : a + block], labels[a : a + block]
             for b in starts[i:]:
@@ -179,7 +180,6 @@ class GenericPairLoss(DistanceLoss):
                     pos = same
                     weight = 2.0
                 n_same = n_same + int(weight) * jnp.sum(same, dtype=jnp.int32)
-                one, zero = jnp.ones((), acc), jnp.zeros((), acc)
                 terms = self.pair_terms(
                     mat, jnp.where(pos, one, zero), jnp.where(same, zero, one), axis=1
                 )

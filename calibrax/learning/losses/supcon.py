@@ -41,10 +41,8 @@ def _anchor_losses_symmetric(s: jax.Array, pos: jax.Array, kept: jax.Array) -> j
     return _anchor_losses_fwd(s, pos, kept)[0]
 
 
-def _row_stats(
-    s: jax.Array, pos: jax.Array, kept: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(values, z, n_pos)``: the anchor losses, each row's log-normaliser (shift + log-sum-exp)
+def _anchor_losses_fwd(s: jax.Array, pos: jax.Array, kept: jax.Array) -> tuple[jax.Array, Any]:
+    """The anchor losses, and as residuals each row's log-normaliser ``z`` (shift + log-sum-exp)
     and its number of positives."""
     any_kept = jnp.any(kept, axis=1)
     shift = jnp.max(jnp.where(kept, s, -jnp.inf), axis=1)
@@ -56,12 +54,7 @@ def _row_stats(
     pos_total = jnp.sum(jnp.where(pos, t, jnp.zeros_like(t)), axis=1)
     tiny = jnp.finfo(s.dtype).tiny
     values = -(pos_total - n_pos * lse) / (n_pos + tiny)
-    return values, shift + lse, n_pos
-
-
-def _anchor_losses_fwd(s: jax.Array, pos: jax.Array, kept: jax.Array) -> tuple[jax.Array, Any]:
-    values, z, n_pos = _row_stats(s, pos, kept)
-    return values, (s, pos, kept, z, n_pos)
+    return values, (s, pos, kept, shift + lse, n_pos)
 
 
 def _anchor_losses_bwd(res: Any, c: jax.Array) -> tuple[jax.Array, None, None]:
