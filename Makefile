@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	# The reference LPIPS package only for its packaged v0.1 heads (read without importing it):
 	# its declared torchvision dependency does not install beside torch 2.13.0.
 	$(BIN)/python -m pip install --quiet --no-deps lpips==0.1.4
+	# The reference tools whose resize the parity tests run (tests/reference/test_resize_reference.py
+	# imports only their torch/PIL resize code): they too declare torchvision, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --no-deps pytorch-fid==0.3.0 clean-fid==0.1.35 torch-fidelity==0.4.0
 	touch $(STAMP)
 
 test: venv

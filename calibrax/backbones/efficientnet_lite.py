@@ -149,7 +149,9 @@ class EfficientNetLite0(nnx.Module):
     num_features = 1280
     num_classes = 1000
     stage_channels = tuple(g[5] for g in _GROUPS)
-    resize_method = "bilinear"
+    #: Pillow's antialiased bilinear, as the reference's ``Resize`` on PIL images: photos larger
+    #: than 224 are downscaled without aliasing (see :func:`calibrax.functional.resize_images`).
+    resize_method = "antialias"
     # The LPIPS trunk interface: taps() takes input already normalised by mean/std.
     tap_channels = stage_channels
     min_input_size = min_size

@@ -280,7 +280,8 @@ class InceptionV3FID(nnx.Module):
     num_features = 2048
     #: 1000 ImageNet classes, the TF graph's background class and 7 unused outputs.
     num_classes = 1008
-    resize_method = "bilinear"
+    #: pytorch-fid's own resize (bilinear, no antialiasing), so that FID matches pytorch-fid.
+    resize_method = "pytorch-fid"
 
     def __init__(self, *, rngs: Rngs = None):
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2, rngs=rngs)

@@ -31,6 +31,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TARGET_MISSED = 3
 DEFAULT_BACKBONE = "efficientnet-lite0"
+# calibrax.functional.RESIZE_MODES and "none", spelled out so that parsing does not import jax.
+RESIZE_CHOICES = ("pytorch-fid", "tf1", "clean", "antialias", "none")
 
 
 class CLIError(Exception):
@@ -62,6 +64,20 @@ def _folder(path: str, size: tuple[int, int], args: argparse.Namespace):
         # Images keep their size (they must all share it); the metric resizes each batch.
         return ImageFolder(path, skip_unreadable=args.skip_unreadable)
     return ImageFolder(path, size=size, method=args.resize, skip_unreadable=args.skip_unreadable)
+
+
+def _image_options(args: argparse.Namespace, backbone: Any) -> dict[str, Any]:
+    """The metric's image settings for ``--resize``, whose default becomes the backbone's mode."""
+    from calibrax.functional import RESIZE_MODES
+
+    if args.resize is None:
+        mode = getattr(backbone, "resize_method", None)
+        # A backbone without a named mode is resized with jax's bilinear: pytorch-fid's kernel.
+        args.resize = mode if mode in RESIZE_MODES else "pytorch-fid"
+    if args.resize == "none":
+        return {}
+    # ImageFolder resizes each image from its own size and yields float32 in [0, 1].
+    return {"normalize": True, "resize_method": args.resize}
 
 
 @functools.cache
@@ -123,7 +139,7 @@ def _real_statistics(path: str, args: argparse.Namespace, backbone: Any):
 
     from calibrax.metrics import FrechetDistance
 
-    metric = FrechetDistance(backbone=backbone)
+    metric = FrechetDistance(backbone=backbone, **_image_options(args, backbone))
     n = _feed(metric, _folder(path, metric.input_size, args), True, args)
     if n < 2:
         raise CLIError(f"expected at least 2 readable images in {path!r}, got {n}")
@@ -154,7 +170,8 @@ def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
             jnp.asarray(mu1), jnp.asarray(s1), jnp.asarray(mu2), jnp.asarray(s2)
         )
         return {name: float(value), "backbone": "from .npz", "num_a": n1, "num_b": n2}
-    metric = FrechetDistance(backbone=_backbone(args.backbone))
+    backbone = _backbone(args.backbone)
+    metric = FrechetDistance(backbone=backbone, **_image_options(args, backbone))
     real, fake = (args.b, args.a) if args.b.endswith(".npz") else (args.a, args.b)
     if real.endswith(".npz"):
         # The sample count only weights later real batches, and none follow.
@@ -168,7 +185,13 @@ def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
             raise CLIError(f"expected at least 2 readable images in {p!r}, got {n}")
     value = float(metric.compute()["frechet_distance"])
     n_a, n_b = (n_real, n_fake) if real == args.a else (n_fake, n_real)
-    return {name: value, "backbone": args.backbone, "num_a": n_a, "num_b": n_b}
+    return {
+        name: value,
+        "backbone": args.backbone,
+        "resize": args.resize,
+        "num_a": n_a,
+        "num_b": n_b,
+    }
 
 
 def cmd_kid(args: argparse.Namespace) -> dict[str, Any]:
@@ -185,7 +208,11 @@ def cmd_kid(args: argparse.Namespace) -> dict[str, Any]:
     capacity = max(len(ImageFolder(args.a)), len(ImageFolder(args.b)))
     subset_size = min(args.subset_size, capacity)
     metric = KernelDistance(
-        backbone=backbone, max_samples=capacity, subsets=args.subsets, subset_size=subset_size
+        backbone=backbone,
+        max_samples=capacity,
+        subsets=args.subsets,
+        subset_size=subset_size,
+        **_image_options(args, backbone),
     )
     n1 = _feed(metric, _folder(args.a, metric.input_size, args), True, args)
     n2 = _feed(metric, _folder(args.b, metric.input_size, args), False, args)
@@ -197,6 +224,7 @@ def cmd_kid(args: argparse.Namespace) -> dict[str, Any]:
     out = metric.compute()
     return {k: float(v) for k, v in out.items()} | {
         "backbone": args.backbone,
+        "resize": args.resize,
         "num_a": n1,
         "num_b": n2,
     }
@@ -215,6 +243,7 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
         "num_samples": n,
         "dim": int(mu.shape[0]),
         "backbone": args.backbone,
+        "resize": args.resize,
     }
 
 
@@ -225,13 +254,13 @@ def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
     from calibrax.learned import LPIPS
 
     a = load_image(args.img1)
-    b = load_image(args.img2, size=a.shape[:2], method="clean")
+    b = load_image(args.img2, size=a.shape[:2], method="clean")  # float32 in [0, 1]
     if args.heads:
         model = LPIPS.from_checkpoint(args.heads, normalize=True)
     else:
         model = LPIPS(net=args.net, pretrained=args.net != "efficientnet-lite0", normalize=True)
     x = jnp.asarray(a[None], jnp.float32) / 255.0
-    y = jnp.asarray(b[None], jnp.float32) / 255.0
+    y = jnp.asarray(b[None], jnp.float32)
     return {"lpips": float(model(x, y)[0]), "net": model.net}
 
 
@@ -331,9 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument(
                 "--resize",
-                choices=("clean", "legacy", "none"),
-                default="clean",
-                help="resize to the backbone's input: clean (PIL bicubic), legacy (PIL bilinear), none (images must share one size)",
+                choices=RESIZE_CHOICES,
+                default=None,
+                help=(
+                    "resize each image from its own size to the backbone's input as a reference "
+                    "tool does: pytorch-fid (bilinear), tf1 (torch-fidelity/torchmetrics), clean "
+                    "(clean-fid), antialias; none keeps the size (images must share one). "
+                    "Default: the backbone's mode (inception-v3-fid: pytorch-fid, "
+                    "efficientnet-lite0: antialias)"
+                ),
             )
             p.add_argument(
                 "--skip-unreadable",

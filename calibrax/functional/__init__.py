@@ -29,6 +29,11 @@ from calibrax.functional.regression import mean_squared_error
 from calibrax.functional.regression import pearson_correlation
 from calibrax.functional.regression import r2_score
 from calibrax.functional.regression import root_mean_squared_error
+from calibrax.functional.resize import JAX_RESIZE_METHODS
+from calibrax.functional.resize import RESIZE_MODES
+from calibrax.functional.resize import resize_images
+from calibrax.functional.resize import resize_images_numpy
+from calibrax.functional.resize import resize_matrix
 from calibrax.functional.retrieval import map_at_r
 from calibrax.functional.retrieval import precision_at_1
 from calibrax.functional.retrieval import r_precision
@@ -36,6 +41,8 @@ from calibrax.functional.retrieval import recall_at_k
 from calibrax.functional.retrieval import retrieval_metrics
 
 __all__ = [
+    "JAX_RESIZE_METHODS",
+    "RESIZE_MODES",
     "ReliabilityDiagram",
     "accuracy",
     "auroc",
@@ -66,6 +73,9 @@ __all__ = [
     "recall",
     "recall_at_k",
     "reliability_diagram",
+    "resize_images",
+    "resize_images_numpy",
+    "resize_matrix",
     "retrieval_metrics",
     "root_mean_squared_error",
     "ssim",

@@ -1,14 +1,13 @@
 """Image folders: recursive reading with Pillow, streamed in fixed-size batches.
 
 Files are read one batch at a time, so a folder never has to fit in memory. Every image is
-converted to RGB and resized to a common size by one of two declared methods:
+converted to RGB. Images read at their own size are ``uint8`` in [0, 255]. With a ``size``, each
+image is resized on its own, from its original size, by one of the named modes of
+:func:`calibrax.functional.resize_images` (``"pytorch-fid"``, ``"tf1"``, ``"clean"``,
+``"antialias"``), exactly as the reference tools resize each file of a folder of mixed sizes; the
+resize runs in float32 and is never requantised, so resized images are ``float32`` in [0, 1].
 
-- ``"clean"``: Pillow's bicubic filter on the uint8 image (what clean-fid calls a "clean" resize:
-  antialiased, no aliasing from a naive bilinear kernel).
-- ``"legacy"``: Pillow's bilinear filter (what pytorch-fid's ``ImagePathDataset`` pipeline gives
-  when images are resized before entering the network).
-
-Batches are ``uint8`` arrays of shape (batch, height, width, 3) in [0, 255].
+Batches are arrays of shape (batch, height, width, 3).
 """
 
 from __future__ import annotations
@@ -20,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from calibrax.core import checks
+from calibrax.functional.resize import RESIZE_MODES
+from calibrax.functional.resize import resize_images_numpy
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "UnreadableImageError", "list_images", "load_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-RESIZE_METHODS = ("clean", "legacy")
 
 
 class UnreadableImageError(ValueError):
@@ -63,25 +63,33 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def load_image(path: str | Path, size: tuple[int, int] | None = None, method: str = "clean"):
-    """Read one image as RGB uint8 (height, width, 3), resized to ``size`` = (height, width).
+    """Read one image as RGB (height, width, 3).
+
+    Args:
+        path: The image file.
+        size: ``None`` keeps the image's size and returns ``uint8`` in [0, 255]; a (height,
+            width) resizes it from its own size with ``method`` and returns ``float32`` in [0, 1]
+            (clipped there: only float rounding, or the bicubic overshoot that clean-fid clips too,
+            can leave it).
+        method: A named mode of :func:`calibrax.functional.resize_images`.
 
     Raises:
         UnreadableImageError: If the file cannot be decoded as an image.
         ValueError: If ``method`` is unknown.
     """
-    checks.check_choice(method, RESIZE_METHODS, "method")
+    checks.check_choice(method, RESIZE_MODES, "method")
     Image = _pil()
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if size is not None and (img.height, img.width) != tuple(size):
-                resample = Image.BICUBIC if method == "clean" else Image.BILINEAR
-                img = img.resize((size[1], size[0]), resample=resample)
-            return np.asarray(img, dtype=np.uint8)
+            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as err:
         raise UnreadableImageError(
             f"expected a readable image file, got {str(path)!r} ({err})"
         ) from None
+    if size is None:
+        return pixels
+    resized = resize_images_numpy(pixels.astype(np.float32) / np.float32(255.0), size, method)
+    return np.clip(resized, 0.0, 1.0, out=resized)
 
 
 @dataclasses.dataclass
@@ -90,9 +98,11 @@ class ImageFolder:
 
     Args:
         folder: Directory searched recursively for PNG, JPEG and WebP files.
-        size: (height, width) every image is resized to; ``None`` uses the first image's size, in
-            which case every image must have that size.
-        method: ``"clean"`` (bicubic) or ``"legacy"`` (bilinear).
+        size: (height, width) every image is resized to, each from its own size (batches are
+            then ``float32`` in [0, 1]); ``None`` keeps the images' size, which every image must
+            share (batches are then ``uint8`` in [0, 255]).
+        method: The resize, a named mode of :func:`calibrax.functional.resize_images`:
+            ``"pytorch-fid"``, ``"tf1"``, ``"clean"`` or ``"antialias"``.
         skip_unreadable: If True, unreadable files are skipped and counted in ``skipped``;
             otherwise the first one stops iteration with an error naming it.
 
@@ -107,7 +117,7 @@ class ImageFolder:
     skip_unreadable: bool = False
 
     def __post_init__(self) -> None:
-        checks.check_choice(self.method, RESIZE_METHODS, "method")
+        checks.check_choice(self.method, RESIZE_MODES, "method")
         self.files = list_images(self.folder)
         self.skipped: list[Path] = []
         self._seen_size: tuple[int, int] | None = None
@@ -131,7 +141,7 @@ class ImageFolder:
         return img
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        """Yield uint8 batches (batch, height, width, 3); the last one may be smaller."""
+        """Yield batches (batch, height, width, 3); the last one may be smaller."""
         checks.check_positive_int(batch_size, "batch_size")
         self.skipped = []
         batch: list[np.ndarray] = []

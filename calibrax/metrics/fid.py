@@ -92,7 +92,8 @@ class FrechetDistance(FrozenBackboneMetric):
         num_features: Feature length (required with ``backbone=None``).
         input_size: ``(height, width)`` for backbones without ``input_size``.
         normalize: ``False``: uint8 images in [0, 255]; ``True``: floats in [0, 1].
-        resize_method: ``jax.image.resize`` method (default the backbone's, else bilinear).
+        resize_method: :func:`~calibrax.functional.resize_images` mode (default the
+            backbone's, else bilinear).
         reset_real_features: Whether :meth:`reset` clears the real statistics too.
         dtype: Statistics dtype; float64 (default) needs ``jax_enable_x64``, else pass float32.
 

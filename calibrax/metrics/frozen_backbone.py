@@ -9,7 +9,7 @@ Backbone interface (any ``nnx.Module`` or plain callable):
 - ``input_size``: ``(height, width)``; ``num_features``: the feature length (read from the
   backbone when present, else given to the metric / inferred with ``jax.eval_shape``).
 - Optional ``logits(images)`` with ``num_classes`` (used by :class:`InceptionScore`) and
-  ``resize_method`` (a ``jax.image.resize`` method, default ``"bilinear"``).
+  ``resize_method`` (a :func:`~calibrax.functional.resize_images` mode, default ``"bilinear"``).
 
 A string ``backbone`` is resolved with ``calibrax.backbones.load(name)`` when the metric is built.
 """
@@ -28,6 +28,9 @@ from jaxtyping import Float
 
 from calibrax.core import checks
 from calibrax.core.base import StatefulMetric
+from calibrax.functional.resize import JAX_RESIZE_METHODS
+from calibrax.functional.resize import RESIZE_MODES
+from calibrax.functional.resize import resize_images
 
 __all__ = ["DEFAULT_BACKBONE", "RESIZE_METHODS", "FrozenBackboneMetric"]
 
@@ -85,8 +88,8 @@ class FrozenBackboneMetric(StatefulMetric):
     Images are NHWC RGB. ``normalize=False`` (the default, as torchmetrics) expects ``uint8``
     in [0, 255]; ``normalize=True`` expects floats in [0, 1]. Images are converted to floats in
     [0, 1] (float64 images stay float64, everything else becomes float32), resized to the
-    backbone's ``input_size`` with ``jax.image.resize(method=resize_method, antialias=False)``
-    (torch's ``F.interpolate`` convention) and passed through the backbone under
+    backbone's ``input_size`` with ``resize_images(..., mode=resize_method)`` (see
+    :func:`~calibrax.functional.resize_images`) and passed through the backbone under
     ``jax.lax.stop_gradient``. Precomputed features can be given instead with ``features=``.
 
     Subclasses store state in :class:`~calibrax.core.MetricState` variables whose names start
@@ -100,8 +103,9 @@ class FrozenBackboneMetric(StatefulMetric):
             against the backbone's.
         input_size: ``(height, width)`` for backbones that do not declare ``input_size``.
         normalize: Image convention: ``False`` uint8 in [0, 255], ``True`` floats in [0, 1].
-        resize_method: A ``jax.image.resize`` method; default the backbone's ``resize_method``
-            or ``"bilinear"``.
+        resize_method: A :func:`~calibrax.functional.resize_images` mode (``"pytorch-fid"``,
+            ``"tf1"``, ``"clean"``, ``"antialias"`` or a ``jax.image.resize`` method); default
+            the backbone's ``resize_method`` or ``"bilinear"``.
         reset_real_features: Whether :meth:`reset` also clears the real statistics.
         dtype: Float dtype of the statistics (float64 needs ``jax_enable_x64``).
         output: ``"features"`` (``backbone(images)``) or ``"logits"`` (``backbone.logits`` when
@@ -159,7 +163,7 @@ class FrozenBackboneMetric(StatefulMetric):
             )
         self.input_size = (int(size[0]), int(size[1]))
         method = resize_method or getattr(backbone, "resize_method", "bilinear")
-        checks.check_choice(method, RESIZE_METHODS, "resize_method")
+        checks.check_choice(method, RESIZE_MODES + JAX_RESIZE_METHODS, "resize_method")
         self.resize_method = method
         attr = (
             "num_classes"
@@ -224,9 +228,7 @@ class FrozenBackboneMetric(StatefulMetric):
             x = jnp.asarray(images).astype(np.float32) / 255.0
         batch = x.shape[0]
         if tuple(x.shape[1:3]) != self.input_size:
-            x = jax.image.resize(
-                x, (batch, *self.input_size, 3), method=self.resize_method, antialias=False
-            )
+            x = resize_images(x, self.input_size, self.resize_method)
         features = jax.lax.stop_gradient(self._backbone_fn()(x))
         if features.shape != (batch, self.num_features):
             raise ValueError(

@@ -50,7 +50,7 @@ class InceptionScore(BufferedFeatureMetric):
         seed: Seed of the shuffle before splitting, or ``None`` to keep the input order.
         input_size: ``(height, width)`` for backbones without ``input_size``.
         normalize: ``False``: uint8 images in [0, 255]; ``True``: floats in [0, 1].
-        resize_method: ``jax.image.resize`` method.
+        resize_method: :func:`~calibrax.functional.resize_images` mode.
         dtype: Buffer and compute dtype; float64 (default) needs ``jax_enable_x64``.
 
     References:

@@ -49,7 +49,7 @@ class PrecisionRecall(BufferedFeatureMetric):
         block_size: Rows per block of the distance computation.
         input_size: ``(height, width)`` for backbones without ``input_size``.
         normalize: ``False``: uint8 images in [0, 255]; ``True``: floats in [0, 1].
-        resize_method: ``jax.image.resize`` method.
+        resize_method: :func:`~calibrax.functional.resize_images` mode.
         reset_real_features: Whether :meth:`reset` clears the real buffer too.
         dtype: Buffer and compute dtype; float64 (default) needs ``jax_enable_x64``.
 

@@ -107,6 +107,32 @@ def test_mixed_sizes_resize_or_fail_with_resize_none(tmp_path):
     _one_line_error(proc, "expected every image to have size (40, 40)")
     ok = run("stats", str(tmp_path / "m"), "-o", str(tmp_path / "s.npz"), "--no-progress", "--json")
     assert ok.returncode == 0, ok.stderr
+    # Each image resized from its own size with the backbone's mode, and the mode recorded.
+    assert json.loads(ok.stdout)["resize"] == "antialias"
+
+
+def test_resize_default_is_the_backbones_mode_and_feeds_floats():
+    from calibrax.backbones.efficientnet_lite import EfficientNetLite0
+    from calibrax.backbones.inception import InceptionV3FID
+    from calibrax.cli.main import _image_options
+    from calibrax.cli.main import build_parser
+
+    args = build_parser().parse_args(["fid", "a", "b"])
+    assert args.resize is None
+    assert _image_options(args, InceptionV3FID) == {
+        "normalize": True,
+        "resize_method": "pytorch-fid",
+    }
+    assert args.resize == "pytorch-fid"  # what the run prints and records
+    args = build_parser().parse_args(["fid", "a", "b"])
+    assert _image_options(args, EfficientNetLite0)["resize_method"] == "antialias"
+    # A backbone without a named mode is resized by the metric with jax's bilinear.
+    args = build_parser().parse_args(["kid", "a", "b"])
+    assert _image_options(args, object())["resize_method"] == "pytorch-fid"
+    args = build_parser().parse_args(["stats", "a", "-o", "s.npz", "--resize", "tf1"])
+    assert _image_options(args, InceptionV3FID)["resize_method"] == "tf1"
+    args = build_parser().parse_args(["stats", "a", "-o", "s.npz", "--resize", "none"])
+    assert _image_options(args, InceptionV3FID) == {}  # uint8 at their own size
 
 
 def test_usage_errors_exit_2():
@@ -150,10 +176,15 @@ def test_fid_and_stats_agree_with_python_api(folders, tmp_path):
     assert proc.returncode == 0, proc.stderr
     cli_value = json.loads(proc.stdout)["frechet_distance"]
 
-    metric = FrechetDistance(backbone=load("efficientnet-lite0"))
+    assert json.loads(proc.stdout)["resize"] == "antialias"  # the backbone's mode
+    # The CLI's default: each image resized with "antialias", fed as float32 in [0, 1].
+    metric = FrechetDistance(
+        backbone=load("efficientnet-lite0"), normalize=True, resize_method="antialias"
+    )
     update = nnx.jit(lambda m, x, real: m.update(images=x, real=real), static_argnums=2)
     for side, real in (("a", True), ("b", False)):
-        for batch in ImageFolder(folders / side, size=metric.input_size).batches(5):
+        folder = ImageFolder(folders / side, size=metric.input_size, method="antialias")
+        for batch in folder.batches(5):
             update(metric, jnp.asarray(batch), real)
     api_value = float(metric.compute()["frechet_distance"])
     # Same images, same resize, the same jitted float32 backbone and float64 statistics: equal to

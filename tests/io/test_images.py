@@ -1,4 +1,4 @@
-"""Image folders: recursive listing, RGB conversion, both resize methods, streaming, bad files."""
+"""Image folders: recursive listing, RGB conversion, per-image float resizes, streaming, bad files."""
 
 import re
 
@@ -54,13 +54,33 @@ def test_gray_image_is_converted_to_rgb(folder):
 
 
 @pytest.mark.parametrize(
-    ("method", "resample"), [("clean", Image.BICUBIC), ("legacy", Image.BILINEAR)]
+    ("method", "resample"), [("clean", Image.BICUBIC), ("antialias", Image.BILINEAR)]
 )
-def test_resize_methods_match_pillow(folder, method, resample):
+def test_resize_is_pillow_on_float_channels_never_quantised(folder, method, resample):
+    # clean-fid's clean resize: Pillow's filter on each channel as a float32 ("F") image.
     path = folder / "a0.png"
     got = load_image(path, (9, 11), method)
-    want = np.asarray(Image.open(path).convert("RGB").resize((11, 9), resample=resample))
-    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.float32 and got.shape == (9, 11, 3)
+    rgb = np.asarray(Image.open(path).convert("RGB"), np.float32)
+    want = np.stack(
+        [
+            np.asarray(Image.fromarray(rgb[..., c], mode="F").resize((11, 9), resample))
+            for c in range(3)
+        ],
+        axis=-1,
+    )
+    np.testing.assert_allclose(got * 255, np.clip(want, 0, 255), rtol=0, atol=2e-4)
+    assert not np.array_equal(got * 255, np.round(got * 255))  # no uint8 quantisation
+
+
+def test_folder_of_mixed_sizes_resizes_each_image_from_its_own_size(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, shape in (("a", (20, 30, 3)), ("b", (8, 8, 3)), ("c", (16, 12, 3))):
+        _write(tmp_path / f"{name}.png", rng.integers(0, 256, shape, dtype=np.uint8))
+    (batch,) = ImageFolder(tmp_path, size=(10, 10), method="pytorch-fid").batches(4)
+    assert batch.dtype == np.float32 and batch.shape == (3, 10, 10, 3)
+    for got, path in zip(batch, sorted(tmp_path.iterdir()), strict=True):
+        np.testing.assert_array_equal(got, load_image(path, (10, 10), "pytorch-fid"))
 
 
 def test_mixed_sizes_need_a_size(tmp_path):
@@ -95,9 +115,12 @@ def test_missing_and_empty_folders(tmp_path):
 def test_bad_arguments(folder):
     with pytest.raises(
         ValueError,
-        match=re.escape("expected `method` to be one of 'clean', 'legacy', got 'nearest'"),
+        match=re.escape(
+            "expected `method` to be one of 'pytorch-fid', 'tf1', 'clean', 'antialias', "
+            "got 'legacy'"
+        ),
     ):
-        ImageFolder(folder, method="nearest")
+        ImageFolder(folder, method="legacy")
     with pytest.raises(
         ValueError, match=re.escape("expected `batch_size` to be a positive integer, got 0")
     ):
