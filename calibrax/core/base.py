@@ -9,14 +9,77 @@ from __future__ import annotations
 
 from typing import Any
 from typing import ClassVar
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from calibrax.core import checks
 from calibrax.core.state import MetricState
 
-__all__ = ["Metric", "StatefulMetric"]
+__all__ = ["Metric", "Rows", "StatefulMetric"]
+
+
+class Rows(NamedTuple):
+    """Which rows of a batch an ``update`` folds in, and with what weight.
+
+    Made by :meth:`StatefulMetric._rows`, the one place where ``mask=``, ``sample_weight=`` and
+    empty batches are interpreted.
+
+    Attributes:
+        keep: ``(batch,)`` bool, ``None`` when every row counts.
+        weight: ``(batch,)`` float weights, ``None`` when every row weighs 1.
+    """
+
+    keep: jax.Array | None
+    weight: jax.Array | None
+
+    @property
+    def all(self) -> bool:
+        """Whether every row counts with weight 1 (the unmasked fast path applies)."""
+        return self.keep is None and self.weight is None
+
+    def select(self, *arrays: Any) -> tuple[Any, ...]:
+        """The kept rows of each array when the mask is concrete (for eager value checks).
+
+        Under tracing the arrays come back whole: value checks do not run there anyway, and shape
+        checks see the padded batch, whose trailing shape is the same.
+        """
+        if self.keep is None or not checks.is_concrete(self.keep):
+            return arrays
+        rows = np.asarray(self.keep)
+        return tuple(a if a is None else a[rows] for a in arrays)
+
+    def compact(self, *arrays: Any) -> tuple[Rows, tuple[Any, ...]]:
+        """With a concrete mask, drop the masked rows: the update then sees a plain batch.
+
+        For updates whose computation itself validates its input (a network on images): eagerly,
+        padding never reaches it. Under tracing nothing changes (shapes must stay fixed).
+        """
+        if self.keep is None or not checks.is_concrete(self.keep):
+            return self, arrays
+        kept = np.asarray(self.keep)
+        weight = None if self.weight is None else self.weight[kept]
+        return Rows(None, weight), tuple(a if a is None else a[kept] for a in arrays)
+
+    def factor(self, dtype: Any) -> jax.Array:
+        """Per-row multiplier in ``dtype``: the weight (1 without weights), 0 for masked rows."""
+        if self.weight is not None:
+            base = self.weight.astype(dtype)
+        else:
+            base = jnp.ones(self.keep.shape, dtype)
+        if self.keep is None:
+            return base
+        return jnp.where(self.keep, base, jnp.zeros((), dtype))
+
+    def where(self, values: jax.Array, fill: Any = 0) -> jax.Array:
+        """``values`` with masked rows (axis 0) replaced by ``fill`` (NaN-safe, unlike a product)."""
+        if self.keep is None:
+            return values
+        keep = self.keep.reshape(self.keep.shape + (1,) * (values.ndim - 1))
+        return jnp.where(keep, values, jnp.asarray(fill, values.dtype))
 
 
 class Metric:
@@ -76,6 +139,15 @@ class StatefulMetric(nnx.Module):
 
     ``update`` takes keyword arguments and ignores the ones it does not use, so a metric works
     inside ``nnx.MultiMetric`` next to metrics that take other inputs.
+
+    Masks, weights and empty batches follow one rule, applied by :meth:`_rows` in every
+    ``update``: ``mask=`` is a ``(batch,)`` bool (or 0/1 integer) vector and masked rows change
+    nothing, so a padded last batch with its padding masked gives the state of the unpadded batch
+    (under ``nnx.jit`` with fixed shapes too; padded rows may hold anything, NaN included). A
+    batch with zero rows, or whose mask is all false, is a no-op. Averages (tier-0 means and the
+    tier-2 distances) also take ``sample_weight=``, a ``(batch,)`` vector of weights >= 0; other
+    metrics ignore it like any keyword they do not use. Eager value checks (NaN/Inf, ranges) look
+    only at the kept rows.
     """
 
     name: ClassVar[str]
@@ -84,6 +156,42 @@ class StatefulMetric(nnx.Module):
     def update(self, **kwargs: Any) -> None:
         """Accumulate batch statistics."""
         raise NotImplementedError
+
+    @staticmethod
+    def _rows(
+        batch: Any, mask: Any = None, sample_weight: Any = None
+    ) -> Rows | None:
+        """The rows an update folds in; ``None`` when the update is a no-op.
+
+        Args:
+            batch: The batch's leading array (its first axis is the row axis).
+            mask: ``None`` or a ``(batch,)`` bool / 0-1 integer vector.
+            sample_weight: ``None`` or a ``(batch,)`` vector of floats >= 0.
+
+        Returns:
+            ``None`` for a zero-row batch or a concrete all-false mask (nothing to do), else the
+            validated :class:`Rows`.
+
+        Raises:
+            ValueError: On a mask or weights of the wrong shape or (eagerly) values.
+            TypeError: On a mask or weights of the wrong dtype.
+        """
+        shape = np.shape(batch)
+        if not shape:
+            # A rank error is the update's own check to raise; a scalar has no rows to mask.
+            return Rows(None, None)
+        n = shape[0]
+        keep = None if mask is None else checks.check_mask(mask, n)
+        weight = None if sample_weight is None else checks.check_sample_weight(sample_weight, n)
+        if n == 0:
+            return None
+        if keep is not None and checks.is_concrete(keep):
+            kept = np.asarray(keep)
+            if not kept.any():
+                return None
+            if kept.all():
+                keep = None
+        return Rows(keep, weight)
 
     def compute(self) -> dict[str, jax.Array]:
         """Compute final metric values from accumulated statistics."""

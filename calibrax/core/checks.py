@@ -28,6 +28,7 @@ __all__ = [
     "check_integer",
     "check_k",
     "check_labels_in_range",
+    "check_mask",
     "check_min_samples",
     "check_ndim_in",
     "check_nonempty",
@@ -38,6 +39,7 @@ __all__ = [
     "check_same_dtype",
     "check_same_length",
     "check_same_shape",
+    "check_sample_weight",
     "is_concrete",
 ]
 
@@ -269,3 +271,59 @@ def check_images(x: Any, name: str = "images", *, channels: int = 3, min_size: i
             f"expected `{name}` to have height and width at least {min_size}, got shape {shape}"
         )
     check_floating(x, name)
+
+
+def check_mask(mask: Any, batch: int, name: str = "mask") -> jax.Array:
+    """Validate a row mask over a batch of ``batch`` rows and return it as a bool array.
+
+    A mask is a vector of shape ``(batch,)`` of dtype bool, or of an integer dtype holding 0/1
+    (checked eagerly; under tracing any nonzero integer keeps its row, as numpy's truthiness).
+    Float masks are refused: per-row weights go in ``sample_weight``.
+
+    Raises:
+        ValueError: If the shape is not ``(batch,)`` or (eagerly) an integer mask holds values
+            other than 0 and 1.
+        TypeError: If the dtype is neither bool nor integer.
+    """
+    shape = _shape(mask)
+    if shape != (batch,):
+        raise ValueError(f"expected `{name}` to have shape ({batch},) (one per row), got {shape}")
+    dtype = _dtype(mask)
+    if dtype == np.bool_:
+        return jnp.asarray(mask)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(
+            f"expected `{name}` to have dtype bool (or integer 0/1), got {dtype}; "
+            "pass per-row weights as `sample_weight`"
+        )
+    if is_concrete(mask):
+        arr = np.asarray(mask)
+        bad = arr[(arr != 0) & (arr != 1)]
+        if bad.size:
+            raise ValueError(f"expected `{name}` to hold only 0 and 1, got {bad.flat[0]}")
+    return jnp.asarray(mask) != 0
+
+
+def check_sample_weight(weight: Any, batch: int, name: str = "sample_weight") -> jax.Array:
+    """Validate per-row weights over a batch of ``batch`` rows and return them as an array.
+
+    Weights are a floating ``(batch,)`` vector of finite values >= 0. Eagerly a bad value raises;
+    under tracing it cannot, so a negative or non-finite weight becomes NaN, which poisons the
+    accumulated total and the computed value (never a plausible number).
+
+    Raises:
+        ValueError: If the shape is not ``(batch,)`` or (eagerly) a weight is negative, NaN or Inf.
+        TypeError: If the dtype is not floating.
+    """
+    shape = _shape(weight)
+    if shape != (batch,):
+        raise ValueError(f"expected `{name}` to have shape ({batch},) (one per row), got {shape}")
+    check_floating(weight, name)
+    check_finite(weight, name)
+    if is_concrete(weight):
+        arr = np.asarray(weight)
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"expected `{name}` to be >= 0, got {float(arr.min()):g}")
+        return jnp.asarray(weight)
+    w = jnp.asarray(weight)
+    return jnp.where((w >= 0) & jnp.isfinite(w), w, jnp.nan)

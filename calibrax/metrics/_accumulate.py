@@ -24,17 +24,22 @@ __all__ = ["ChanMetric", "SumCountMetric"]
 
 
 class SumCountMetric(StatefulMetric):
-    """Streaming ``total / count`` where each batch adds to both.
+    """Streaming ``total / total_weight`` where each batch adds to both.
+
+    State: ``total`` (the weighted sum of the per-sample quantity), ``total_weight`` (the sum of the
+    weights of the samples seen, their number without ``sample_weight``) and ``count`` (the
+    number of unmasked samples, an exact integer). ``update`` takes ``mask=`` and
+    ``sample_weight=`` (one weight per row; a row of several elements gives each its weight).
 
     Subclasses set ``name``, ``higher_is_better``, and implement :meth:`_check` (input validation),
     :meth:`_batch` (the functional ``_update``: batch to ``(total, count)``) and optionally
     :meth:`_finish` (the functional ``_compute``).
     """
 
-    total_dtype: ClassVar[Any] = None
-
     def __init__(self, *, dtype: Any = jnp.float32) -> None:
-        self.total = MetricState(jnp.zeros((), self.total_dtype or dtype))
+        dt = dtype
+        self.total = MetricState(jnp.zeros((), dt))
+        self.total_weight = MetricState(jnp.zeros((), dt))
         self.count = MetricState(jnp.zeros((), jnp.int32))
 
     def _check(self, predictions: jax.Array, targets: jax.Array) -> None:
@@ -46,18 +51,49 @@ class SumCountMetric(StatefulMetric):
     def _finish(self, total: jax.Array, count: jax.Array) -> jax.Array:
         return total / count.astype(total.dtype)
 
-    def update(self, *, predictions: jax.Array, targets: jax.Array, **kwargs: Any) -> None:
-        """Add a batch; keyword arguments other than ``predictions``/``targets`` are ignored."""
+    def update(
+        self,
+        *,
+        predictions: jax.Array,
+        targets: jax.Array,
+        mask: jax.Array | None = None,
+        sample_weight: jax.Array | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Add a batch; keyword arguments other than these are ignored.
+
+        Args:
+            predictions: The batch's predictions (rows on axis 0).
+            targets: The batch's targets.
+            mask: Optional ``(batch,)`` bool / 0-1 vector; masked rows change nothing.
+            sample_weight: Optional ``(batch,)`` weights >= 0 of a weighted mean.
+            **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
+        """
         del kwargs
-        self._check(predictions, targets)
-        total, count = self._batch(predictions, targets)
-        self.total[...] = self.total[...] + total.astype(self.total[...].dtype)
-        self.count[...] = self.count[...] + count
+        rows = self._rows(predictions, mask, sample_weight)
+        if rows is None:
+            return
+        self._check(*rows.select(predictions, targets))
+        dtype = self.total[...].dtype
+        if rows.all:
+            total, count = self._batch(predictions, targets)
+            weight = count.astype(dtype)
+        else:
+            per_total, per_count = jax.vmap(lambda p, t: self._batch(p[None], t[None]))(
+                predictions, targets
+            )
+            factor = rows.factor(dtype)
+            total = jnp.sum(rows.where(per_total.astype(dtype) * factor))
+            weight = jnp.sum(rows.where(per_count.astype(dtype) * factor))
+            count = jnp.sum(rows.where(per_count), dtype=self.count[...].dtype)
+        self.total[...] = self.total[...] + total.astype(dtype)
+        self.total_weight[...] = self.total_weight[...] + weight
+        self.count[...] = self.count[...] + count.astype(self.count[...].dtype)
 
     def compute(self) -> dict[str, jax.Array]:
         """``{name: value}``; raises eagerly before any sample (NaN under jit)."""
         checks.check_accumulated(self.count[...], 1)
-        return {self.name: self._finish(self.total[...], self.count[...])}
+        return {self.name: self._finish(self.total[...], self.total_weight[...])}
 
 
 class ChanMetric(StatefulMetric):
@@ -90,16 +126,54 @@ class ChanMetric(StatefulMetric):
             var = getattr(self, field)
             var[...] = value.astype(var[...].dtype)
 
-    def update(self, *, predictions: jax.Array, targets: jax.Array, **kwargs: Any) -> None:
-        """Add a batch; keyword arguments other than ``predictions``/``targets`` are ignored."""
+    def update(
+        self,
+        *,
+        predictions: jax.Array,
+        targets: jax.Array,
+        mask: jax.Array | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Add a batch; keyword arguments other than these are ignored.
+
+        Args:
+            predictions: The batch's predictions (rows on axis 0).
+            targets: The batch's targets.
+            mask: Optional ``(batch,)`` bool / 0-1 vector; masked rows change nothing (their
+                per-row statistics are merged as empty sets, to float rounding of the unmasked
+                batch).
+            **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
+        """
         del kwargs
-        self._check(predictions, targets)
+        rows = self._rows(predictions, mask)
+        if rows is None:
+            return
+        self._check(*rows.select(predictions, targets))
         mine = self._stats()
-        batch = tuple(
-            b.astype(m.dtype)
-            for b, m in zip(self._batch_stats(predictions, targets), mine, strict=True)
-        )
+        if rows.keep is None:
+            stats = self._batch_stats(predictions, targets)
+        else:
+            per_row = jax.vmap(lambda p, t: self._batch_stats(p[None], t[None]))(
+                predictions, targets
+            )
+            stats = self._tree_merge(tuple(rows.where(s) for s in per_row))
+        batch = tuple(b.astype(m.dtype) for b, m in zip(stats, mine, strict=True))
         self._set(self._merge_stats(mine, batch))
+
+    def _tree_merge(self, stats: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        """Merge statistics stacked on axis 0 into one set, pairwise (each level one vector merge)."""
+        while stats[0].shape[0] > 1:
+            size = stats[0].shape[0]
+            even = size - size % 2
+            merged = self._merge_stats(
+                tuple(s[0:even:2] for s in stats), tuple(s[1:even:2] for s in stats)
+            )
+            if size % 2:
+                merged = tuple(
+                    jnp.concatenate([m, s[-1:]]) for m, s in zip(merged, stats, strict=True)
+                )
+            stats = merged
+        return tuple(s[0] for s in stats)
 
     def merge(self, other: StatefulMetric) -> None:
         """Combine ``other``'s statistics into this metric (exact parallel update).
@@ -114,19 +188,7 @@ class ChanMetric(StatefulMetric):
     def reduce(self, axis_name: str) -> None:
         """Merge the statistics of every member of the named mesh axis (inside ``shard_map``)."""
         stats = tuple(jax.lax.all_gather(s, axis_name) for s in self._stats())
-        # Pairwise tree of merges: the merge is elementwise, so each level is one vector merge.
-        while stats[0].shape[0] > 1:
-            size = stats[0].shape[0]
-            even = size - size % 2
-            merged = self._merge_stats(
-                tuple(s[0:even:2] for s in stats), tuple(s[1:even:2] for s in stats)
-            )
-            if size % 2:
-                merged = tuple(
-                    jnp.concatenate([m, s[-1:]]) for m, s in zip(merged, stats, strict=True)
-                )
-            stats = merged
-        self._set(tuple(s[0] for s in stats))
+        self._set(self._tree_merge(stats))
 
     def compute(self) -> dict[str, jax.Array]:
         """``{name: value}``; raises eagerly with too few samples (unchecked under jit)."""

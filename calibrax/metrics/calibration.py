@@ -123,11 +123,36 @@ class _StreamingBinned(StatefulMetric):
         self.sum_confidence = MetricState(jnp.zeros(n_bins, dtype))
         self.sum_outcome = MetricState(jnp.zeros(n_bins, dtype))
 
-    def update(self, *, predictions: jax.Array, targets: jax.Array, **kwargs: Any) -> None:
-        """Add a batch; keyword arguments other than ``predictions``/``targets`` are ignored."""
+    def update(
+        self,
+        *,
+        predictions: jax.Array,
+        targets: jax.Array,
+        mask: jax.Array | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Add a batch; keyword arguments other than these are ignored.
+
+        Args:
+            predictions: Probabilities, (batch, num_classes) or (batch,).
+            targets: Integer targets, (batch,).
+            mask: Optional ``(batch,)`` bool / 0-1 vector; masked rows change nothing.
+            **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
+        """
         del kwargs
-        C._check_probabilistic(predictions, targets)
-        count, conf, outcome = F._calibration_update(predictions, targets, self.n_bins, "uniform")
+        rows = self._rows(predictions, mask)
+        if rows is None:
+            return
+        C._check_probabilistic(*rows.select(predictions, targets))
+        if rows.keep is None:
+            count, conf, outcome = F._calibration_update(
+                predictions, targets, self.n_bins, "uniform"
+            )
+        else:
+            per_row = jax.vmap(
+                lambda p, t: F._calibration_update(p[None], t[None], self.n_bins, "uniform")
+            )(predictions, targets)
+            count, conf, outcome = (jnp.sum(rows.where(s), axis=0, dtype=s.dtype) for s in per_row)
         self.count[...] = self.count[...] + count
         dtype = self.sum_confidence[...].dtype
         self.sum_confidence[...] = self.sum_confidence[...] + conf.astype(dtype)

@@ -200,18 +200,21 @@ class LogLoss(Metric):
 
 # --------------------------------------------------------------------------- streaming
 class StreamingAccuracy(SumCountMetric):
-    """Streaming accuracy: state (number correct, number seen), both int32.
+    """Streaming accuracy: state (weight of the correct rows, weight seen, rows seen).
+
+    Without ``sample_weight`` the weights are counts, exact up to 2**24 samples in float32 (pass
+    ``dtype=jnp.float64``, with x64 on, beyond that); ``count`` is always an exact int32.
 
     Args:
         threshold: Binary scores ``>= threshold`` predict class 1.
+        dtype: Dtype of the accumulated weights (float32 by default).
     """
 
     name = "accuracy"
     higher_is_better = True
-    total_dtype = jnp.int32
 
-    def __init__(self, *, threshold: float = 0.5) -> None:
-        super().__init__()
+    def __init__(self, *, threshold: float = 0.5, dtype: Any = jnp.float32) -> None:
+        super().__init__(dtype=dtype)
         self.threshold = threshold
 
     def _check(self, predictions, targets) -> None:
@@ -224,10 +227,12 @@ class StreamingAccuracy(SumCountMetric):
 
 
 class StreamingTopKAccuracy(SumCountMetric):
-    """Streaming top-k accuracy from class scores: state (hits, number seen), both int32.
+    """Streaming top-k accuracy from class scores: state (weight of the hits, weight seen, rows
+    seen), exact counts up to 2**24 samples in float32 (see :class:`StreamingAccuracy`).
 
     Args:
         k: Number of top classes that count as a hit.
+        dtype: Dtype of the accumulated weights (float32 by default).
 
     Raises:
         ValueError: If ``k`` is not a positive integer (at construction) or exceeds the number of
@@ -236,11 +241,10 @@ class StreamingTopKAccuracy(SumCountMetric):
 
     name = "top_k_accuracy"
     higher_is_better = True
-    total_dtype = jnp.int32
 
-    def __init__(self, *, k: int = 1) -> None:
+    def __init__(self, *, k: int = 1, dtype: Any = jnp.float32) -> None:
         checks.check_positive_int(k, "k")
-        super().__init__()
+        super().__init__(dtype=dtype)
         self.k = k
 
     def _check(self, predictions, targets) -> None:
@@ -292,10 +296,29 @@ class StreamingConfusionMatrix(StatefulMetric):
     def _check(self, predictions, targets) -> None:
         F._check_predictions(predictions, targets, self.num_classes)
 
-    def update(self, *, predictions: jax.Array, targets: jax.Array, **kwargs: Any) -> None:
-        """Add a batch; keyword arguments other than ``predictions``/``targets`` are ignored."""
+    def update(
+        self,
+        *,
+        predictions: jax.Array,
+        targets: jax.Array,
+        mask: jax.Array | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Add a batch; keyword arguments other than these are ignored.
+
+        Args:
+            predictions: Scores (batch, num_classes), binary scores (batch,) or labels (batch,).
+            targets: Integer targets, (batch,).
+            mask: Optional ``(batch,)`` bool / 0-1 vector; masked rows change nothing.
+            **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
+        """
         del kwargs
-        self._check(predictions, targets)
+        rows = self._rows(predictions, mask)
+        if rows is None:
+            return
+        self._check(*rows.select(predictions, targets))
+        # A masked row gets the out-of-range target num_classes, which the scatter drops.
+        targets = rows.where(jnp.asarray(targets).astype(jnp.int32), self.num_classes)
         self.matrix[...] = self.matrix[...] + F._confusion_matrix_update(
             predictions, targets, self.num_classes, self.threshold
         )

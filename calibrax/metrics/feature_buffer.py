@@ -47,21 +47,29 @@ class BufferedFeatureMetric(FrozenBackboneMetric):
     def _buffer(self, side: str) -> tuple[MetricState, MetricState]:
         return getattr(self, f"{side}_features"), getattr(self, f"{side}_count")
 
-    def _check_room(self, side: str, held: int | None, adding: int) -> None:
-        if held is not None and held + adding > self.max_samples:
+    def _check_room(self, side: str, held: int | None, adding: int | None) -> None:
+        if held is not None and adding is not None and held + adding > self.max_samples:
             raise ValueError(
                 f"expected the `{side}` buffer to hold at most max_samples={self.max_samples} "
                 f"samples, got {held} + {adding} = {held + adding}; "
                 "build the metric with a larger `max_samples`"
             )
 
-    def _append(self, side: str, x: jax.Array) -> None:
+    def _append(self, side: str, x: jax.Array, keep: jax.Array | None = None) -> None:
+        """Write the kept rows of ``x`` (all rows when ``keep`` is None) after the held ones."""
         buffer, count = self._buffer(side)
         batch = x.shape[0]
-        self._check_room(side, concrete_int(count[...]), batch)
-        rows = count[...] + jnp.arange(batch, dtype=count[...].dtype)
+        if keep is None:
+            adding = batch
+            rows = count[...] + jnp.arange(batch, dtype=count[...].dtype)
+        else:
+            adding = jnp.sum(keep, dtype=count[...].dtype)
+            offsets = jnp.cumsum(keep.astype(count[...].dtype)) - 1
+            # Masked rows go to an out-of-range index, which the scatter drops.
+            rows = jnp.where(keep, count[...] + offsets, self.max_samples)
+        self._check_room(side, concrete_int(count[...]), concrete_int(jnp.asarray(adding)))
         buffer[...] = buffer[...].at[rows].set(x.astype(self.dtype), mode="drop")
-        count[...] = count[...] + batch
+        count[...] = count[...] + adding
 
     def _held(self, side: str, minimum: int, what: str) -> jax.Array:
         """The count of ``side``, checked eagerly for overflow and for at least ``minimum``."""

@@ -74,7 +74,7 @@ class FrechetDistance(FrozenBackboneMetric):
 
     With the ``"inception-v3-fid"`` backbone this is FID (Heusel et al., 2017); the default backbone
     is the embedded EfficientNet-Lite0. Each side keeps (count, mean, centred scatter) in
-    ``dtype`` (float64 by default) and batches are folded in with Chan's parallel update: the
+    ``dtype`` (float64 with x64 on, else float32) and batches are folded in with Chan's parallel update: the
     per-batch work is one matmul of batch-centred features, in float32 for float32 features (the
     backbone's output) and in float64 for float64 features with float64 statistics. Any split of
     the data into batches, metrics (:meth:`merge`) or devices (:meth:`reduce`) gives the same
@@ -95,7 +95,15 @@ class FrechetDistance(FrozenBackboneMetric):
         resize_method: :func:`~calibrax.functional.resize_images` mode (default the
             backbone's, else bilinear).
         reset_real_features: Whether :meth:`reset` clears the real statistics too.
-        dtype: Statistics dtype; float64 (default) needs ``jax_enable_x64``, else pass float32.
+        dtype: Statistics dtype. ``None`` (default): float64 when ``jax_enable_x64`` is on, else
+            float32 (see "Precision" above); an explicit float64 needs x64.
+
+    Precision without x64: a training script need not switch ``jax_enable_x64`` on. Then the
+    statistics are float32 (batch-centred float32 Gram matrices folded in with Chan's update) and
+    :meth:`compute` runs the closed form in float64 on the host (see
+    :func:`calibrax.functional.frechet_distance`; also under ``jit``). Bound, tested against
+    scipy in float64 at d = 2048, n = 3000 for FID ~0.01, ~1 and ~100: at most 1e-3 absolute +
+    1e-5 relative (measured: < 1e-6 absolute for FID <= 1, < 1e-6 relative at 100).
 
     Raises:
         ValueError: On bad settings, or float64 statistics with ``jax_enable_x64`` off.
@@ -116,7 +124,7 @@ class FrechetDistance(FrozenBackboneMetric):
         normalize: bool = False,
         resize_method: str | None = None,
         reset_real_features: bool = True,
-        dtype: Any = jnp.float64,
+        dtype: Any = None,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -146,6 +154,7 @@ class FrechetDistance(FrozenBackboneMetric):
         *,
         features: Float[Array, "batch features"] | None = None,
         real: bool,
+        mask: jax.Array | None = None,
         **kwargs: Any,
     ) -> None:
         """Fold one batch into the real (``real=True``) or generated statistics.
@@ -154,6 +163,9 @@ class FrechetDistance(FrozenBackboneMetric):
             images: NHWC images (see the class for the convention), or ``None``.
             features: Precomputed features, shape (batch, num_features), or ``None``.
             real: Which distribution the batch belongs to (a static Python bool).
+            mask: Optional ``(batch,)`` bool / 0-1 vector; masked rows change nothing (the
+                statistics equal those of the unmasked rows alone, to float rounding). A zero-row
+                or all-masked batch is a no-op.
             **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
 
         Raises:
@@ -162,15 +174,25 @@ class FrechetDistance(FrozenBackboneMetric):
             TypeError: On a wrong image dtype for ``normalize`` or a non-bool ``real``.
         """
         side = "real" if self._check_real_flag(real) else "fake"
-        x = self._batch(images, features)
+        given = self._inputs(images, features, "features", mask)
+        if given is None:
+            return
+        rows, images, features = given
+        x = self._batch(images, features, rows=rows)
         dt = self.dtype
         work = np.float64 if (x.dtype == np.float64 and dt == np.float64) else np.float32
-        xd = x.astype(dt)
-        batch_mean = jnp.mean(xd, axis=0)
-        centred = (xd - batch_mean[None, :]).astype(work)
-        batch_scatter = symmetric_gram(centred).astype(dt)
         count, mean, scatter = self._side(side)
-        n_b = jnp.asarray(x.shape[0], dtype=count[...].dtype)
+        if rows.keep is None:
+            xd = x.astype(dt)
+            n_b = jnp.asarray(x.shape[0], dtype=count[...].dtype)
+            batch_mean = jnp.mean(xd, axis=0)
+            centred = xd - batch_mean[None, :]
+        else:
+            xd = rows.where(x.astype(dt))
+            n_b = jnp.sum(rows.keep, dtype=count[...].dtype)
+            batch_mean = jnp.sum(xd, axis=0) / jnp.maximum(n_b, 1).astype(dt)
+            centred = rows.where(xd - batch_mean[None, :])
+        batch_scatter = symmetric_gram(centred.astype(work)).astype(dt)
         n, m, s = chan_combine(count[...], mean[...], scatter[...], n_b, batch_mean, batch_scatter)
         count[...], mean[...], scatter[...] = n, m, s
 

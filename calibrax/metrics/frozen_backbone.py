@@ -27,6 +27,7 @@ from jaxtyping import Array
 from jaxtyping import Float
 
 from calibrax.core import checks
+from calibrax.core.base import Rows
 from calibrax.core.base import StatefulMetric
 from calibrax.functional.resize import JAX_RESIZE_METHODS
 from calibrax.functional.resize import RESIZE_MODES
@@ -41,12 +42,16 @@ RESIZE_METHODS = ("nearest", "bilinear", "linear", "bicubic", "cubic", "lanczos3
 def resolve_statistics_dtype(dtype: Any, owner: str) -> np.dtype:
     """The float dtype of a metric's statistics, enforcing the float64 policy.
 
-    float64 statistics need ``jax_enable_x64``; without it jax would silently store float32, so
-    asking for float64 with x64 off is an error that says how to fix it.
+    ``None`` (the default of every tier-1 metric) means float64 when ``jax_enable_x64`` is on and
+    float32 when it is off: calibrax never asks a training script to switch x64 on for the whole
+    process. Asking explicitly for float64 with x64 off is an error (jax would silently store
+    float32) that says how to fix it.
 
     Raises:
-        ValueError: If ``dtype`` is not float32/float64, or float64 is asked with x64 disabled.
+        ValueError: If ``dtype`` is not None/float32/float64, or float64 is asked with x64 off.
     """
+    if dtype is None:
+        return np.dtype(np.float64 if jax.config.jax_enable_x64 else np.float32)
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"expected `dtype` to be float32 or float64, got {dt}")
@@ -107,7 +112,8 @@ class FrozenBackboneMetric(StatefulMetric):
             ``"tf1"``, ``"clean"``, ``"antialias"`` or a ``jax.image.resize`` method); default
             the backbone's ``resize_method`` or ``"bilinear"``.
         reset_real_features: Whether :meth:`reset` also clears the real statistics.
-        dtype: Float dtype of the statistics (float64 needs ``jax_enable_x64``).
+        dtype: Float dtype of the statistics; ``None``: float64 with ``jax_enable_x64`` on,
+            else float32 (explicit float64 needs x64).
         output: ``"features"`` (``backbone(images)``) or ``"logits"`` (``backbone.logits`` when
             the backbone has it, else ``backbone(images)``).
 
@@ -201,12 +207,30 @@ class FrozenBackboneMetric(StatefulMetric):
         return self._image_features(images)
 
     def _image_features(
-        self, images: Float[Array, "batch h w 3"]
+        self, images: Float[Array, "batch h w 3"], rows: Rows | None = None
     ) -> Float[Array, "batch features"]:
-        """Validate, convert, resize and embed a batch of images."""
+        """Validate, convert, resize and embed a batch of images.
+
+        With ``rows``, eager value checks look only at the kept rows (padding may hold anything).
+        """
+        x = self._prepared(images, rows)
+        batch = x.shape[0]
+        features = jax.lax.stop_gradient(self._backbone_fn()(x))
+        if features.shape != (batch, self.num_features):
+            raise ValueError(
+                f"expected the backbone to return shape ({batch}, {self.num_features}), "
+                f"got {tuple(features.shape)}"
+            )
+        return features
+
+    def _prepared(
+        self, images: Float[Array, "batch h w 3"], rows: Rows | None = None
+    ) -> Float[Array, "batch h w 3"]:
+        """Validate and convert a batch of images to floats in [0, 1] at the backbone's size."""
         checks.check_rank(images, 4, "images", "batch, height, width, channels")
         checks.check_dim(images, 3, 3, "images", "channels")
         checks.check_nonempty(images, "images")
+        visible = rows.select(images)[0] if rows is not None else images
         dtype = np.dtype(images.dtype)
         if self.normalize:
             if not jnp.issubdtype(dtype, jnp.floating):
@@ -215,7 +239,7 @@ class FrozenBackboneMetric(StatefulMetric):
                     f"(normalize=True), got {dtype}; pass uint8 images with normalize=False"
                 )
             checks.check_range(
-                images, 0.0, 1.0, "images", hint="normalize=True expects floats in [0, 1]"
+                visible, 0.0, 1.0, "images", hint="normalize=True expects floats in [0, 1]"
             )
             wide = dtype.itemsize > 4 and jax.config.jax_enable_x64
             x = jnp.asarray(images).astype(np.float64 if wide else np.float32)
@@ -226,18 +250,13 @@ class FrozenBackboneMetric(StatefulMetric):
                     f"(normalize=False), got {dtype}; pass floats in [0, 1] with normalize=True"
                 )
             x = jnp.asarray(images).astype(np.float32) / 255.0
-        batch = x.shape[0]
         if tuple(x.shape[1:3]) != self.input_size:
             x = resize_images(x, self.input_size, self.resize_method)
-        features = jax.lax.stop_gradient(self._backbone_fn()(x))
-        if features.shape != (batch, self.num_features):
-            raise ValueError(
-                f"expected the backbone to return shape ({batch}, {self.num_features}), "
-                f"got {tuple(features.shape)}"
-            )
-        return features
+        return x
 
-    def _check_features(self, features: jax.Array, name: str) -> jax.Array:
+    def _check_features(
+        self, features: jax.Array, name: str, rows: Rows | None = None
+    ) -> jax.Array:
         checks.check_rank(features, 2, name, f"batch, {self.num_features}")
         checks.check_floating(features, name)
         checks.check_nonempty(features, name)
@@ -246,23 +265,47 @@ class FrozenBackboneMetric(StatefulMetric):
                 f"expected `{name}` to have {self.num_features} columns (the metric's feature "
                 f"dimension), got shape {tuple(features.shape)}"
             )
-        checks.check_finite(features, name)
+        checks.check_finite(rows.select(features)[0] if rows is not None else features, name)
         return jnp.asarray(features)
 
+    def _inputs(
+        self, images: jax.Array | None, features: jax.Array | None, name: str, mask: Any
+    ) -> tuple[Rows, jax.Array | None, jax.Array | None] | None:
+        """The shared empty-batch/mask rule on whichever of ``images``/``features`` is given.
+
+        Returns ``None`` when the update is a no-op. With a concrete mask (eager updates) the
+        masked rows are dropped here, so the backbone and the checks never see padding and the
+        state is exactly that of the unpadded batch; under jit the mask is returned for the
+        masked statistics.
+        """
+        if (images is None) == (features is None):
+            got = "both" if images is not None else "neither"
+            raise ValueError(f"expected exactly one of `images` and `{name}`, got {got}")
+        given = images if images is not None else features
+        rows = self._rows(given, mask)
+        if rows is None:
+            return None
+        rows, (given,) = rows.compact(given)
+        return (rows, given, None) if images is not None else (rows, None, given)
+
     def _batch(
-        self, images: jax.Array | None, features: jax.Array | None, name: str = "features"
+        self,
+        images: jax.Array | None,
+        features: jax.Array | None,
+        name: str = "features",
+        rows: Rows | None = None,
     ) -> jax.Array:
         """Features of one batch, from exactly one of ``images`` and precomputed ``features``."""
         if (images is None) == (features is None):
             got = "both" if images is not None else "neither"
             raise ValueError(f"expected exactly one of `images` and `{name}`, got {got}")
         if features is not None:
-            return self._check_features(features, name)
+            return self._check_features(features, name, rows)
         if self.backbone is None:
             raise ValueError(
                 f"expected `{name}` (this metric was built with backbone=None), got `images`"
             )
-        return self._check_features(self._image_features(images), "backbone output")
+        return self._check_features(self._image_features(images, rows), "backbone output", rows)
 
     @staticmethod
     def _check_real_flag(real: Any) -> bool:

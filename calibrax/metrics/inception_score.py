@@ -51,7 +51,9 @@ class InceptionScore(BufferedFeatureMetric):
         input_size: ``(height, width)`` for backbones without ``input_size``.
         normalize: ``False``: uint8 images in [0, 255]; ``True``: floats in [0, 1].
         resize_method: :func:`~calibrax.functional.resize_images` mode.
-        dtype: Buffer and compute dtype; float64 (default) needs ``jax_enable_x64``.
+        dtype: Buffer and compute dtype. ``None`` (default): float64 when ``jax_enable_x64`` is
+            on, else float32 (no process-wide x64 needed; see the class's precision note); an
+            explicit float64 needs x64.
 
     References:
         Salimans et al., 2016, arXiv:1606.03498.
@@ -72,7 +74,7 @@ class InceptionScore(BufferedFeatureMetric):
         input_size: tuple[int, int] | None = None,
         normalize: bool = False,
         resize_method: str | None = None,
-        dtype: Any = jnp.float64,
+        dtype: Any = None,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -95,6 +97,7 @@ class InceptionScore(BufferedFeatureMetric):
         *,
         logits: Float[Array, "batch classes"] | None = None,
         real: bool = False,
+        mask: jax.Array | None = None,
         **kwargs: Any,
     ) -> None:
         """Append the class logits of one batch of generated samples.
@@ -103,6 +106,8 @@ class InceptionScore(BufferedFeatureMetric):
             images: NHWC images, or ``None``.
             logits: Precomputed class logits, shape (batch, num_classes), or ``None``.
             real: ``True`` skips the batch (the score is about generated samples only).
+            mask: Optional ``(batch,)`` bool / 0-1 vector: only kept rows are appended, in order;
+                a zero-row or all-masked batch is a no-op.
             **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
 
         Raises:
@@ -111,7 +116,11 @@ class InceptionScore(BufferedFeatureMetric):
         """
         if self._check_real_flag(real):
             return
-        self._append("fake", self._batch(images, logits, "logits"))
+        given = self._inputs(images, logits, "logits", mask)
+        if given is None:
+            return
+        rows, images, logits = given
+        self._append("fake", self._batch(images, logits, "logits", rows), rows.keep)
 
     def compute(self) -> dict[str, jax.Array]:
         """Mean and std of the Inception Score over the splits.

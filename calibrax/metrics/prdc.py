@@ -51,7 +51,9 @@ class PrecisionRecall(BufferedFeatureMetric):
         normalize: ``False``: uint8 images in [0, 255]; ``True``: floats in [0, 1].
         resize_method: :func:`~calibrax.functional.resize_images` mode.
         reset_real_features: Whether :meth:`reset` clears the real buffer too.
-        dtype: Buffer and compute dtype; float64 (default) needs ``jax_enable_x64``.
+        dtype: Buffer and compute dtype. ``None`` (default): float64 when ``jax_enable_x64`` is
+            on, else float32 (no process-wide x64 needed; see the class's precision note); an
+            explicit float64 needs x64.
 
     References:
         Kynkäänniemi et al., 2019, arXiv:1904.06991; Naeem et al., 2020, arXiv:2002.09797.
@@ -73,7 +75,7 @@ class PrecisionRecall(BufferedFeatureMetric):
         normalize: bool = False,
         resize_method: str | None = None,
         reset_real_features: bool = True,
-        dtype: Any = jnp.float64,
+        dtype: Any = None,
     ) -> None:
         checks.check_positive_int(k, "k")
         checks.check_positive_int(block_size, "block_size")
@@ -97,16 +99,24 @@ class PrecisionRecall(BufferedFeatureMetric):
         *,
         features: Float[Array, "batch features"] | None = None,
         real: bool,
+        mask: jax.Array | None = None,
         **kwargs: Any,
     ) -> None:
         """Append one batch to the real (``real=True``) or generated buffer.
+
+        ``mask`` (``(batch,)`` bool / 0-1) keeps only the unmasked rows, in order; a zero-row or
+        all-masked batch is a no-op. Other keyword arguments are ignored (``nnx.MultiMetric``).
 
         Raises:
             ValueError: On bad input or buffer overflow.
             TypeError: On a wrong image dtype or a non-bool ``real``.
         """
         side = "real" if self._check_real_flag(real) else "fake"
-        self._append(side, self._batch(images, features))
+        given = self._inputs(images, features, "features", mask)
+        if given is None:
+            return
+        rows, images, features = given
+        self._append(side, self._batch(images, features, rows=rows), rows.keep)
 
     def compute(self) -> dict[str, jax.Array]:
         """Precision, recall, density and coverage of the buffered samples.

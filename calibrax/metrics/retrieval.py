@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from calibrax.core import checks
 from calibrax.core.base import Metric
@@ -266,14 +267,30 @@ class StreamingRetrieval(StatefulMetric):
                 f"{int(count)}; construct the metric with a larger `max_samples`"
             )
 
-    def update(self, *, embeddings: jax.Array, labels: jax.Array, **kwargs: Any) -> None:
+    def update(
+        self,
+        *,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        mask: jax.Array | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Append a batch of ``embeddings`` ``(batch, dim)`` and integer ``labels`` ``(batch,)``.
+
+        Args:
+            embeddings: Floating ``(batch, dim)``.
+            labels: Integer ``(batch,)``.
+            mask: Optional ``(batch,)`` bool / 0-1 vector; only kept rows are appended, in order.
+            **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
 
         Raises:
             ValueError: Wrong shapes or embedding size, NaN/Inf, or (eagerly) an overflow.
             TypeError: Non-floating embeddings or non-integer labels.
         """
         del kwargs
+        rows = self._rows(embeddings, mask)
+        if rows is None:
+            return
         checks.check_rank(embeddings, 2, "embeddings", "batch, dim")
         checks.check_rank(labels, 1, "labels", "batch")
         checks.check_same_length(embeddings, labels, "embeddings", "labels")
@@ -282,11 +299,12 @@ class StreamingRetrieval(StatefulMetric):
         )
         checks.check_floating(embeddings, "embeddings")
         checks.check_integer(labels, "labels")
-        checks.check_finite(embeddings, "embeddings")
+        checks.check_finite(rows.select(embeddings)[0], "embeddings")
+        keep = rows.keep if rows.keep is not None else jnp.ones(embeddings.shape[0], dtype=bool)
         count = self.count[...]
-        if checks.is_concrete(count):
-            self._check_capacity(int(count) + embeddings.shape[0], "after this update")
-        self._append(embeddings, labels, jnp.ones(embeddings.shape[0], dtype=bool))
+        if checks.is_concrete(count) and checks.is_concrete(keep):
+            self._check_capacity(int(count) + int(np.sum(keep)), "after this update")
+        self._append(embeddings, labels, keep)
 
     def merge(self, other: StatefulMetric) -> None:
         """Append ``other``'s stored samples after this metric's.

@@ -102,7 +102,6 @@ def _check_rows(x: Any, name: str, n_devices: int, axis_name: str) -> None:
     shape = tuple(np.shape(x))
     if not shape:
         raise ValueError(f"expected `{name}` to have a leading batch axis, got shape {shape}")
-    checks.check_nonempty(x, name)
     if shape[0] % n_devices:
         raise ValueError(
             f"expected `{name}` to have a batch size divisible by {n_devices} (the devices on "
@@ -151,8 +150,8 @@ def shard_batch(batch: Any, mesh: Mesh, *, axis_name: str = "data") -> Any:
     Raises:
         TypeError: If ``mesh`` is not a mesh or a leaf is not an array.
         ValueError: If ``axis_name`` is not an axis of ``mesh``, the batch holds no array, or an
-            array is a scalar, is empty, or has a batch size not divisible by the number of
-            devices on the axis.
+            array is a scalar or has a batch size not divisible by the number of devices on the
+            axis.
     """
     n_devices = _check_mesh(mesh, axis_name)
     leaves = jax.tree_util.tree_leaves_with_path(batch)
@@ -192,6 +191,11 @@ def _split_inputs(
             f"expected at least one array among the inputs to `update`, got {sorted(inputs)}"
         )
     return jax.device_put(arrays, NamedSharding(mesh, P(axis_name))), tuple(static)
+
+
+def _empty(arrays: dict[str, Any]) -> bool:
+    """Whether the batch has no rows: an update with it is a no-op (the base-class rule)."""
+    return any(np.shape(x)[0] == 0 for x in arrays.values())
 
 
 def _placed(metric: StatefulMetric, mesh: Mesh):
@@ -236,10 +240,12 @@ def sharded_update(
         TypeError: If ``metric`` is not a ``StatefulMetric``, ``mesh`` is not a mesh, or a
             keyword is neither an array nor hashable.
         ValueError: If ``axis_name`` is not an axis of ``mesh``, no keyword is an array, or an
-            array is a scalar, empty, or not divisible by the number of devices on the axis.
-            The metric's own shape and dtype checks apply as in ``metric.update``.
+            array is a scalar or not divisible by the number of devices on the axis. The
+            metric's own shape and dtype checks apply as in ``metric.update``.
     """
     arrays, static = _split_inputs(metric, mesh, axis_name, inputs)
+    if _empty(arrays):
+        return
     graphdef, state, rest = _placed(metric, mesh)
     nnx.update(metric, _jit_update(graphdef, mesh, static, state, rest, arrays))
 
@@ -290,5 +296,7 @@ def shard_map_update(
         NotImplementedError: If the metric cannot ``reduce`` across devices.
     """
     arrays, static = _split_inputs(metric, mesh, axis_name, inputs)
+    if _empty(arrays):
+        return
     graphdef, state, rest = _placed(metric, mesh)
     nnx.update(metric, _shard_map_update(graphdef, mesh, axis_name, static, state, rest, arrays))

@@ -434,3 +434,77 @@ def test_shape_and_dtype_checks_still_raise_under_jit():
         floating,
         jnp.zeros(3, jnp.int32),
     )
+
+
+def test_check_mask():
+    np.testing.assert_array_equal(
+        checks.check_mask(np.array([True, False]), 2), np.array([True, False])
+    )
+    np.testing.assert_array_equal(checks.check_mask(np.array([1, 0, 1]), 3), [True, False, True])
+    _raises(
+        ValueError,
+        "expected `mask` to have shape (3,) (one per row), got (2,)",
+        checks.check_mask,
+        np.ones(2, bool),
+        3,
+    )
+    _raises(
+        ValueError,
+        "expected `mask` to have shape (2,) (one per row), got (2, 1)",
+        checks.check_mask,
+        np.ones((2, 1), bool),
+        2,
+    )
+    _raises(
+        TypeError,
+        "expected `mask` to have dtype bool (or integer 0/1), got float32; "
+        "pass per-row weights as `sample_weight`",
+        checks.check_mask,
+        np.ones(2, np.float32),
+        2,
+    )
+    _raises(
+        ValueError,
+        "expected `mask` to hold only 0 and 1, got 2",
+        checks.check_mask,
+        np.array([0, 2]),
+        2,
+    )
+    # Under jit an integer mask cannot be checked: any nonzero value keeps its row.
+    kept = jax.jit(lambda m: checks.check_mask(m, 3))(jnp.array([0, 2, 1]))
+    np.testing.assert_array_equal(kept, [False, True, True])
+
+
+def test_check_sample_weight():
+    np.testing.assert_array_equal(checks.check_sample_weight(np.array([0.5, 0.0]), 2), [0.5, 0])
+    _raises(
+        ValueError,
+        "expected `sample_weight` to have shape (2,) (one per row), got (3,)",
+        checks.check_sample_weight,
+        np.ones(3),
+        2,
+    )
+    _raises(
+        TypeError,
+        "expected `sample_weight` to have a floating dtype, got int64",
+        checks.check_sample_weight,
+        np.ones(2, np.int64),
+        2,
+    )
+    _raises(
+        ValueError,
+        "expected `sample_weight` to be >= 0, got -1",
+        checks.check_sample_weight,
+        np.array([1.0, -1.0]),
+        2,
+    )
+    _raises(
+        ValueError,
+        "expected `sample_weight` to be finite, got 1 NaN and 0 Inf values",
+        checks.check_sample_weight,
+        np.array([1.0, NAN]),
+        2,
+    )
+    # Under jit a bad weight cannot raise: it becomes NaN, which poisons the total.
+    out = jax.jit(lambda w: checks.check_sample_weight(w, 3))(jnp.array([1.0, -1.0, INF]))
+    assert out[0] == 1.0 and np.isnan(out[1]) and np.isnan(out[2])
