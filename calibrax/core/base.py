@@ -158,9 +158,7 @@ class StatefulMetric(nnx.Module):
         raise NotImplementedError
 
     @staticmethod
-    def _rows(
-        batch: Any, mask: Any = None, sample_weight: Any = None
-    ) -> Rows | None:
+    def _rows(batch: Any, mask: Any = None, sample_weight: Any = None) -> Rows | None:
         """The rows an update folds in; ``None`` when the update is a no-op.
 
         Args:

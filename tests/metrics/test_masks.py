@@ -15,7 +15,6 @@ from __future__ import annotations
 import inspect
 import re
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -265,7 +264,7 @@ def test_padded_masked_batches_equal_unpadded(name):
     factory = CASES[name][0]
     reference, eager, jitted = factory(), factory(), factory()
     for real, plain, padded in _batches(name):
-        for arrays, (pad_arrays, mask) in zip(plain, padded):
+        for arrays, (pad_arrays, mask) in zip(plain, padded, strict=True):
             reference.update(**arrays, **_static(real))
             eager.update(**pad_arrays, mask=mask, **_static(real))
             _step(jitted, pad_arrays, jnp.asarray(mask), real)
