@@ -26,7 +26,8 @@ def inception_score_from_buffer(
 ) -> tuple[jax.Array, jax.Array]:
     """Inception Score of the first ``num_samples`` rows of ``probs`` (the rest are ignored).
 
-    Rows are optionally shuffled (valid rows ranked by ``jax.random.uniform(key(seed))``), then
+    Rows are optionally shuffled (valid rows ranked by ``jax.random.uniform(key(seed), float32)``,
+    the same draws with x64 on or off), then
     split into ``splits`` contiguous groups with boundaries ``i * n // splits`` (torch-fidelity's
     split rule). ``num_samples`` may be traced.
     """
@@ -36,7 +37,7 @@ def inception_score_from_buffer(
     valid = rows < num_samples
     p = probs.astype(dtype)
     if seed is not None:
-        u = jax.random.uniform(jax.random.key(seed), (capacity,))
+        u = jax.random.uniform(jax.random.key(seed), (capacity,), jnp.float32)
         p = p[jnp.argsort(jnp.where(valid, u, jnp.inf))]
     boundaries = (jnp.arange(1, splits) * num_samples) // splits
     split_id = jnp.sum(rows[:, None] >= boundaries[None, :], axis=1)

@@ -94,7 +94,8 @@ def kid_subset_indices(
     """Row indices of ``subsets`` draws of ``subset_size`` rows without replacement.
 
     Draw ``s`` ranks the rows ``0 .. capacity-1`` by ``jax.random.uniform(fold_in(key, s),
-    (capacity,))``, sends rows ``>= num_samples`` (empty buffer slots) to the end, and keeps the
+    (capacity,), float32)`` (float32 whatever ``jax_enable_x64`` says, so a seed gives the same
+    subsets in a training script with x64 off and in one with x64 on), sends rows ``>= num_samples`` (empty buffer slots) to the end, and keeps the
     first ``subset_size``: a uniform draw without replacement from the ``num_samples`` valid rows.
     Uniform draws are prefix-consistent in the capacity, so a buffer of any capacity holding the
     same rows gives the same indices. ``num_samples`` may be traced (a buffer count under jit).
@@ -113,7 +114,7 @@ def kid_subset_indices(
     num_samples = jnp.asarray(num_samples).astype(rows.dtype)
 
     def draw(s: jax.Array) -> jax.Array:
-        u = jax.random.uniform(jax.random.fold_in(key, s), (capacity,))
+        u = jax.random.uniform(jax.random.fold_in(key, s), (capacity,), jnp.float32)
         u = jnp.where(rows < num_samples, u, jnp.inf)
         return jnp.argsort(u)[:subset_size]
 

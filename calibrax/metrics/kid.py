@@ -16,6 +16,7 @@ from calibrax.functional.kid import kid_from_buffers
 from calibrax.metrics.feature_buffer import BufferedFeatureMetric
 from calibrax.metrics.frozen_backbone import DEFAULT_BACKBONE
 from calibrax.metrics.frozen_backbone import concrete_int
+from calibrax.metrics.reference import RealRowsReference
 
 __all__ = ["KernelDistance"]
 
@@ -34,7 +35,7 @@ __all__ = ["KernelDistance"]
         ),
     ),
 )
-class KernelDistance(BufferedFeatureMetric):
+class KernelDistance(BufferedFeatureMetric, RealRowsReference):
     r"""Streaming Kernel Inception Distance (KID) between real and generated features.
 
     Features are kept in preallocated buffers of ``max_samples`` rows per side (see
@@ -46,6 +47,11 @@ class KernelDistance(BufferedFeatureMetric):
 
     ``update(images=..., real=...)`` / ``update(features=..., real=...)`` runs under ``nnx.jit``;
     unknown keyword arguments are ignored (``nnx.MultiMetric``).
+
+    Precision without x64 (``dtype=None`` in a process with ``jax_enable_x64`` off): float32
+    buffers and float32 kernels; tested against the float64 metric on the same rows
+    (KID mean within 1e-5 relative, std within 1e-4). The random draws
+    are float32 either way, so a seed gives the same subsets with x64 on or off.
 
     Args:
         backbone: Backbone module/callable, name for ``calibrax.backbones.load``, or ``None``.

@@ -15,6 +15,7 @@ from calibrax.functional.prdc import check_prdc_k
 from calibrax.functional.prdc import prdc_from_buffers
 from calibrax.metrics.feature_buffer import BufferedFeatureMetric
 from calibrax.metrics.frozen_backbone import DEFAULT_BACKBONE
+from calibrax.metrics.reference import RealRowsReference
 
 __all__ = ["PrecisionRecall"]
 
@@ -33,13 +34,18 @@ __all__ = ["PrecisionRecall"]
         ),
     ),
 )
-class PrecisionRecall(BufferedFeatureMetric):
+class PrecisionRecall(BufferedFeatureMetric, RealRowsReference):
     r"""Streaming precision/recall (Kynkäänniemi et al.) and density/coverage (Naeem et al.).
 
     Features are kept in preallocated buffers of ``max_samples`` rows per side (see
     :class:`~calibrax.metrics.feature_buffer.BufferedFeatureMetric` for the overflow policy);
     :meth:`compute` applies :func:`calibrax.functional.precision_recall_density_coverage` to the
     buffered rows, with pairwise distances in blocks of ``block_size`` rows.
+
+    Precision without x64 (``dtype=None`` in a process with ``jax_enable_x64`` off): float32
+    buffers and float32 distances; tested against the float64 metric on the same rows
+    (the same neighbourhood decisions: values equal to 1e-6). The random draws
+    are float32 either way, so a seed gives the same values with x64 on or off.
 
     Args:
         backbone: Backbone module/callable, name for ``calibrax.backbones.load``, or ``None``.

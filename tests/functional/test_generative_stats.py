@@ -344,7 +344,7 @@ def test_inception_score_shuffle_is_the_documented_permutation():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(6), size=40)
     mean, std = inception_score(jnp.asarray(probs), splits=5, seed=9)
-    perm = np.argsort(np.asarray(jax.random.uniform(jax.random.key(9), (40,))))
+    perm = np.argsort(np.asarray(jax.random.uniform(jax.random.key(9), (40,), jnp.float32)))
     ref_mean, ref_std = _torch_fidelity_is(probs[perm], 5)
     np.testing.assert_allclose([float(mean), float(std)], [ref_mean, ref_std], rtol=1e-10)
     jitted = jax.jit(lambda p: inception_score(p, splits=5, seed=9))(jnp.asarray(probs))
