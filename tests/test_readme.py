@@ -30,3 +30,21 @@ def test_usage_example_runs(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "frechet_distance" in proc.stdout
+
+
+@pytest.mark.slow
+def test_eval_loop_example_runs_without_x64(tmp_path):
+    """The README's eval-loop block: fixed-shape jitted step, padded last batch, one collection,
+    no process-wide x64 (neither example touches it)."""
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert not any("enable_x64" in block for block in blocks[:2])
+    code = next(b for b in blocks if "GenerativeMetrics" in b)
+    script = tmp_path / "eval_loop.py"
+    script.write_text(code)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=900, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for key in ("frechet_distance", "kid_mean", "inception_score_mean", "coverage"):
+        assert key in proc.stdout
+    assert "nan" not in proc.stdout.lower()
