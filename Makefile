@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps lpips==0.1.4
 	# The reference tools whose resize the parity tests run (tests/reference/test_resize_reference.py
 	# imports only their torch/PIL resize code): they too declare torchvision, hence --no-deps.
-	$(BIN)/python -m pip install --quiet --no-deps pytorch-fid==0.3.0 clean-fid==0.1.35 torch-fidelity==0.4.0
+	$(BIN)/python -m pip install --quiet --no-deps pytorch-fid==0.3.0 clean-fid==0.1.35
+	# torch-fidelity beside the venv, not in it: torchmetrics imports an installed torch_fidelity,
+	# whose __init__ needs torchvision, and that would break every `import torchmetrics`.
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/reference-src torch-fidelity==0.4.0
 	touch $(STAMP)
 
 test: venv
