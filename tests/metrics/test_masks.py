@@ -407,3 +407,26 @@ def test_masked_update_keeps_buffer_rows_in_order():
     metric.update(features=x, real=True, mask=np.array([True, False, True, False, True]))
     np.testing.assert_array_equal(metric.real_features[...][:3], x[[0, 2, 4]])
     assert int(metric.real_count[...]) == 3
+
+
+@pytest.mark.parametrize("how", ["sharded_update", "shard_map_update"])
+def test_masks_split_over_devices_with_the_batch(how):
+    """``mask`` is an array keyword: the sharded updates split it with the batch."""
+    from calibrax import parallel
+
+    mesh = parallel.data_mesh()
+    n = mesh.shape["data"]
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2 * n, 3))
+    keep = np.arange(2 * n) % 3 != 0
+    padded = np.where(keep[:, None], x, np.nan)
+    for cls in (
+        lambda: FrechetDistance(backbone=None, num_features=3),
+        lambda: KernelDistance(backbone=None, num_features=3, max_samples=32, subset_size=2),
+    ):
+        sharded, plain = cls(), cls()
+        getattr(parallel, how)(sharded, mesh, features=padded, mask=keep, real=True)
+        plain.update(features=x[keep], real=True)
+        a, b = _state(sharded), _state(plain)
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-12, err_msg=key)
