@@ -2,9 +2,10 @@
 
 Commands::
 
-    calibrax fid A B            FID-style distance between two image folders or .npz statistics
-    calibrax kid A B            kernel (KID) distance between two image folders
-    calibrax stats DIR -o F     save a folder's feature mean and covariance (pytorch-fid .npz keys)
+    calibrax fid A B            FID-style distance between two image folders or .npz references
+    calibrax kid A B            kernel (KID) distance between two image folders or a reference
+    calibrax stats DIR -o F     save a folder's reference statistics: FID's mu/sigma (pytorch-fid
+                                keys) and the real feature rows KID/PRDC need, in one .npz
     calibrax lpips IMG1 IMG2    LPIPS distance between two images
     calibrax train-lpips        train LPIPS heads on synthetic 2AFC data
     calibrax weights list       known weight files, whether present, sha256, source, licence
@@ -33,6 +34,10 @@ EXIT_TARGET_MISSED = 3
 DEFAULT_BACKBONE = "efficientnet-lite0"
 # calibrax.functional.RESIZE_MODES and "none", spelled out so that parsing does not import jax.
 RESIZE_CHOICES = ("pytorch-fid", "tf1", "clean", "antialias", "none")
+# calibrax.metrics.GENERATIVE_METRICS, likewise.
+METRIC_CHOICES = ("fid", "kid", "is", "prdc")
+# The members with a real side, which a reference file serves (the Inception Score has none).
+REAL_SIDE = ("fid", "kid", "prdc")
 
 
 class CLIError(Exception):
@@ -123,60 +128,156 @@ def _check_sources(*paths: str) -> None:
             list_images(p)
 
 
-def _read_npz(path: str):
+def _metric_list(text: str) -> tuple[str, ...]:
+    """``--metrics fid,kid,is,prdc`` as a tuple in the collection's order."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRIC_CHOICES]
+    if unknown or not names:
+        raise CLIError(
+            f"expected `--metrics` to be a comma-separated list of {', '.join(METRIC_CHOICES)}, "
+            f"got {text!r}"
+        )
+    return tuple(m for m in METRIC_CHOICES if m in names)
+
+
+def _reference(path: str):
+    from calibrax.metrics import read_reference
+
+    return read_reference(path)
+
+
+def _need_rows(ref: Any, metrics: tuple[str, ...]) -> None:
+    """Fail before any backbone is loaded when a mu/sigma-only file is asked for KID or PRDC."""
+    buffered = [m for m in metrics if m in ("kid", "prdc")]
+    if buffered and ref.real_features is None:
+        raise CLIError(
+            f"expected the reference {ref.path!r} to hold real feature rows for "
+            f"{' and '.join(buffered)}, got only FID statistics (mu, sigma), as pytorch-fid "
+            "writes them; write a reference with `calibrax stats DIR -o F`"
+        )
+
+
+def _mu_sigma(ref: Any):
     import numpy as np
 
-    with np.load(path, allow_pickle=False) as data:
-        if "mu" not in data or "sigma" not in data:
-            raise CLIError(f"expected keys 'mu' and 'sigma' in {path!r}, got {sorted(data.keys())}")
-        n = int(data["num_samples"]) if "num_samples" in data else None
-        return np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64), n
+    # A pytorch-fid file stores no count; any n >= 2 gives back its sigma.
+    mean, scatter, n = ref.fid_statistics(None if ref.num_samples else 2, np.float64)
+    return mean, scatter / (n - 1), ref.num_samples
 
 
-def _real_statistics(path: str, args: argparse.Namespace, backbone: Any):
-    """(mu, sigma, n) of a folder, fed through the backbone as the real side."""
-    import numpy as np
+def _fid_of_references(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    import jax.numpy as jnp
 
-    from calibrax.metrics import FrechetDistance
+    from calibrax.functional import frechet_distance
 
-    metric = FrechetDistance(backbone=backbone, **_image_options(args, backbone))
-    n = _feed(metric, _folder(path, metric.input_size, args), True, args)
-    if n < 2:
-        raise CLIError(f"expected at least 2 readable images in {path!r}, got {n}")
-    mu, sigma = metric._statistics("real")
-    return np.asarray(mu), np.asarray(sigma), n
+    ra, rb = _reference(args.a), _reference(args.b)
+    for setting in ("backbone", "resize"):
+        va, vb = getattr(ra, setting), getattr(rb, setting)
+        if va is not None and vb is not None and va != vb:
+            raise CLIError(
+                f"expected both references to share their {setting}, got {va!r} in {args.a!r} "
+                f"and {vb!r} in {args.b!r}"
+            )
+    mu1, s1, n1 = _mu_sigma(ra)
+    mu2, s2, n2 = _mu_sigma(rb)
+    if mu1.shape != mu2.shape:
+        raise CLIError(
+            f"expected both statistics to have the same dimension, got {mu1.shape[0]} and "
+            f"{mu2.shape[0]} (from different backbones?)"
+        )
+    value = frechet_distance(jnp.asarray(mu1), jnp.asarray(s1), jnp.asarray(mu2), jnp.asarray(s2))
+    return {name: float(value), "backbone": "from .npz", "num_a": n1, "num_b": n2}
+
+
+def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[str, Any]:
+    """Every asked metric through one GenerativeMetrics: one backbone pass per batch.
+
+    The first source is the real side and the second the generated one; a .npz (either one) is
+    loaded as the real side. The Inception Score is of the generated side.
+    """
+    from calibrax.io import ImageFolder
+    from calibrax.metrics import GenerativeMetrics
+
+    if args.a.endswith(".npz") and args.b.endswith(".npz"):
+        raise CLIError(
+            f"expected at most one .npz reference for {', '.join(metrics)} (the other side "
+            f"must be an image folder), got {args.a!r} and {args.b!r}"
+        )
+    _check_sources(args.a, args.b)
+    real, fake = (args.b, args.a) if args.b.endswith(".npz") else (args.a, args.b)
+    ref = _reference(real) if real.endswith(".npz") else None
+    if ref is not None:
+        _need_rows(ref, metrics)
+    backbone = _backbone(args.backbone)
+    options = _image_options(args, backbone)
+    n_fake_files = len(ImageFolder(fake))
+    if ref is not None:
+        n_real_files = ref.num_samples or 0
+    else:
+        n_real_files = len(ImageFolder(real))
+    capacity = max(n_real_files, n_fake_files, 2)
+    subset_size = min(args.subset_size, capacity)
+    members = {
+        "fid": {},
+        "kid": {"subsets": args.subsets, "subset_size": subset_size},
+        "is": {"splits": min(args.splits, n_fake_files)},
+        "prdc": {"k": min(args.prdc_k, capacity - 1)},
+    }
+    metric = GenerativeMetrics(
+        backbone=backbone,
+        metrics={m: members[m] for m in metrics},
+        max_samples=capacity,
+        **options,
+    )
+    if ref is not None:
+        # A pytorch-fid file has no count; it only weights later real batches, and none follow.
+        metric.load_reference(ref, num_samples=None if ref.num_samples else 2)
+        n_real = ref.num_samples
+    else:
+        n_real = _feed(metric, _folder(real, metric.input_size, args), True, args)
+    n_fake = _feed(metric, _folder(fake, metric.input_size, args), False, args)
+    for n, p in ((n_real, real), (n_fake, fake)):
+        if n is not None and n < 2:
+            raise CLIError(f"expected at least 2 readable images in {p!r}, got {n}")
+    if "kid" in metrics and min(n_real or capacity, n_fake) < subset_size:
+        raise CLIError(
+            f"expected at least {subset_size} readable images per folder for KID subsets, "
+            f"got {n_real} and {n_fake}"
+        )
+    values = {k: float(v) for k, v in metric.compute().items()}
+    if args.backbone == "inception-v3-fid" and "frechet_distance" in values:
+        values = {("fid" if k == "frechet_distance" else k): v for k, v in values.items()}
+    n_a, n_b = (n_real, n_fake) if real == args.a else (n_fake, n_real)
+    return values | {
+        "backbone": args.backbone,
+        "resize": args.resize,
+        "num_a": n_a,
+        "num_b": n_b,
+    }
 
 
 def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
     """Folders go through one FrechetDistance exactly as the Python API does: the first source
     as the real side, the second as the generated side (a .npz is loaded as the real side; the
     distance is symmetric)."""
-    import jax.numpy as jnp
-
-    from calibrax.functional import frechet_distance
     from calibrax.metrics import FrechetDistance
 
-    _check_sources(args.a, args.b)
+    metrics = _metric_list(args.metrics) if args.metrics is not None else None
     name = "fid" if args.backbone == "inception-v3-fid" else "frechet_distance"
+    if metrics is not None and metrics != ("fid",):
+        return _collection_run(args, metrics)
+    _check_sources(args.a, args.b)
     if args.a.endswith(".npz") and args.b.endswith(".npz"):
-        mu1, s1, n1 = _read_npz(args.a)
-        mu2, s2, n2 = _read_npz(args.b)
-        if mu1.shape != mu2.shape:
-            raise CLIError(
-                f"expected both statistics to have the same dimension, got {mu1.shape[0]} and "
-                f"{mu2.shape[0]} (from different backbones?)"
-            )
-        value = frechet_distance(
-            jnp.asarray(mu1), jnp.asarray(s1), jnp.asarray(mu2), jnp.asarray(s2)
-        )
-        return {name: float(value), "backbone": "from .npz", "num_a": n1, "num_b": n2}
+        return _fid_of_references(args, name)
+    real, fake = (args.b, args.a) if args.b.endswith(".npz") else (args.a, args.b)
+    # A refused reference fails before the backbone is loaded.
+    ref = _reference(real) if real.endswith(".npz") else None
     backbone = _backbone(args.backbone)
     metric = FrechetDistance(backbone=backbone, **_image_options(args, backbone))
-    real, fake = (args.b, args.a) if args.b.endswith(".npz") else (args.a, args.b)
-    if real.endswith(".npz"):
-        # The sample count only weights later real batches, and none follow.
-        n_real = _read_npz(real)[2] or 2
-        metric.load_real_statistics(real, num_samples=n_real)
+    if ref is not None:
+        # A pytorch-fid file has no count; it only weights later real batches, and none follow.
+        metric.load_reference(ref, num_samples=None if ref.num_samples else 2)
+        n_real = ref.num_samples or 2
     else:
         n_real = _feed(metric, _folder(real, metric.input_size, args), True, args)
     n_fake = _feed(metric, _folder(fake, metric.input_size, args), False, args)
@@ -195,55 +296,49 @@ def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_kid(args: argparse.Namespace) -> dict[str, Any]:
-    from calibrax.io import ImageFolder
-    from calibrax.metrics import KernelDistance
-
-    for p in (args.a, args.b):
-        if p.endswith(".npz"):
-            raise CLIError(
-                f"expected an image folder for KID (it needs features, not statistics), got {p!r}"
-            )
-    _check_sources(args.a, args.b)
-    backbone = _backbone(args.backbone)
-    capacity = max(len(ImageFolder(args.a)), len(ImageFolder(args.b)))
-    subset_size = min(args.subset_size, capacity)
-    metric = KernelDistance(
-        backbone=backbone,
-        max_samples=capacity,
-        subsets=args.subsets,
-        subset_size=subset_size,
-        **_image_options(args, backbone),
-    )
-    n1 = _feed(metric, _folder(args.a, metric.input_size, args), True, args)
-    n2 = _feed(metric, _folder(args.b, metric.input_size, args), False, args)
-    if min(n1, n2) < subset_size:
-        raise CLIError(
-            f"expected at least {subset_size} readable images per folder for KID subsets, "
-            f"got {n1} and {n2}"
-        )
-    out = metric.compute()
-    return {k: float(v) for k, v in out.items()} | {
-        "backbone": args.backbone,
-        "resize": args.resize,
-        "num_a": n1,
-        "num_b": n2,
-    }
+    """KID (and any other ``--metrics``) through one GenerativeMetrics; a .npz reference (with
+    its real feature rows) may replace either folder as the real side."""
+    return _collection_run(args, _metric_list(args.metrics or "kid"))
 
 
 def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
+    """One reference file for every metric with a real side (see calibrax.metrics.reference)."""
+    from calibrax.io import ImageFolder
+    from calibrax.metrics import GenerativeMetrics
 
+    asked = _metric_list(args.metrics or ",".join(REAL_SIDE))
+    metrics = tuple(m for m in asked if m in REAL_SIDE)
+    if not metrics:
+        raise CLIError(
+            "expected `--metrics` to name one of fid, kid, prdc for a reference (the inception "
+            f"score has no real side), got {args.metrics!r}"
+        )
     _check_sources(args.dir)
-    mu, sigma, n = _real_statistics(args.dir, args, _backbone(args.backbone))
+    backbone = _backbone(args.backbone)
+    options = _image_options(args, backbone)
+    capacity = max(len(ImageFolder(args.dir)), 2)
+    # The members' own settings (subsets, k) do not enter the file: only the real side does.
+    members = {"fid": {}, "kid": {"subsets": 1, "subset_size": 2}, "prdc": {"k": 1}}
+    metric = GenerativeMetrics(
+        backbone=backbone,
+        metrics={m: members[m] for m in metrics},
+        max_samples=capacity,
+        **options,
+    )
+    n = _feed(metric, _folder(args.dir, metric.input_size, args), True, args)
+    if n < 2:
+        raise CLIError(f"expected at least 2 readable images in {args.dir!r}, got {n}")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, mu=mu, sigma=sigma, num_samples=np.asarray(n))
+    digest = metric.save_reference(out)
     return {
         "output": str(out),
         "num_samples": n,
-        "dim": int(mu.shape[0]),
+        "dim": metric.num_features,
         "backbone": args.backbone,
         "resize": args.resize,
+        "metrics": ",".join(metrics),
+        "sha256": digest,
     }
 
 
@@ -382,23 +477,50 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--debug", action="store_true", help="show the traceback on errors")
 
-    p = sub.add_parser("fid", help="Fréchet distance between two folders or .npz statistics")
+    def collection(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument(
+            "--metrics",
+            default=None,
+            help=(
+                "comma-separated metrics computed together from one backbone pass per batch: "
+                f"fid, kid, is (of the second source), prdc (default {default}); every value is "
+                "printed and recorded"
+            ),
+        )
+        p.add_argument("--subsets", type=int, default=100, help="KID subsets")
+        p.add_argument(
+            "--subset-size", type=int, default=1000, help="KID subset size (at most the images)"
+        )
+        p.add_argument("--splits", type=int, default=10, help="inception score splits")
+        p.add_argument("--prdc-k", type=int, default=5, help="PRDC nearest neighbours")
+
+    p = sub.add_parser("fid", help="Fréchet distance between two folders or .npz references")
     p.add_argument("a")
     p.add_argument("b")
+    collection(p, "fid")
     common(p)
     p.set_defaults(func=cmd_fid)
 
-    p = sub.add_parser("kid", help="kernel (KID) distance between two image folders")
+    p = sub.add_parser("kid", help="kernel (KID) distance between two folders or a reference")
     p.add_argument("a")
     p.add_argument("b")
-    p.add_argument("--subsets", type=int, default=100)
-    p.add_argument("--subset-size", type=int, default=1000)
+    collection(p, "kid")
     common(p)
     p.set_defaults(func=cmd_kid)
 
-    p = sub.add_parser("stats", help="save a folder's feature statistics (mu, sigma) to .npz")
+    p = sub.add_parser(
+        "stats", help="save a folder's reference statistics (mu, sigma and feature rows) to .npz"
+    )
     p.add_argument("dir")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help=(
+            "the metrics the reference serves: fid (mu, sigma), kid and prdc (the feature rows); "
+            "default fid,kid,prdc"
+        ),
+    )
     common(p)
     p.set_defaults(func=cmd_stats)
 

@@ -36,6 +36,8 @@ from calibrax.metrics.image import StreamingSSIM
 from calibrax.metrics.inception_score import InceptionScore
 from calibrax.metrics.kid import KernelDistance
 from calibrax.metrics.prdc import PrecisionRecall
+from calibrax.metrics.reference import Reference
+from calibrax.metrics.reference import read_reference
 from calibrax.metrics.regression import MeanAbsoluteError
 from calibrax.metrics.regression import MeanAbsolutePercentageError
 from calibrax.metrics.regression import MeanSquaredError
@@ -84,6 +86,7 @@ __all__ = [
     "RPrecision",
     "Recall",
     "RecallAtK",
+    "Reference",
     "RootMeanSquaredError",
     "StreamingAccuracy",
     "StreamingBrierScore",
@@ -108,4 +111,5 @@ __all__ = [
     "StreamingSSIM",
     "StreamingTopKAccuracy",
     "TopKAccuracy",
+    "read_reference",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,12 @@ from calibrax.metrics.frozen_backbone import FrozenBackboneMetric
 from calibrax.metrics.inception_score import InceptionScore
 from calibrax.metrics.kid import KernelDistance
 from calibrax.metrics.prdc import PrecisionRecall
+from calibrax.metrics.reference import Reference
+from calibrax.metrics.reference import fid_arrays
+from calibrax.metrics.reference import held_rows
+from calibrax.metrics.reference import read_reference
+from calibrax.metrics.reference import set_rows
+from calibrax.metrics.reference import write_reference
 
 __all__ = ["GENERATIVE_METRICS", "GenerativeMetrics"]
 
@@ -293,6 +300,85 @@ class GenerativeMetrics(FrozenBackboneMetric):
         """Combine every member over a mesh axis (inside ``shard_map``), as each member does."""
         for member in self._fed():
             member.reduce(axis_name)
+
+    def _rows_member(self) -> StatefulMetric | None:
+        """The member that owns the real feature rows (KID's buffer, shared with PRDC)."""
+        for key in ("kid", "prdc"):
+            if key in self.members:
+                return getattr(self, key)
+        return None
+
+    def save_reference(self, path: str | os.PathLike) -> str:
+        """Write the real side of every member to one reference file (``.npz``).
+
+        The file holds FID's ``mu``/``sigma``/``num_samples`` (pytorch-fid's keys, so pytorch-fid
+        reads it) when ``"fid"`` is a member, the real feature rows (``real_features``) when
+        ``"kid"`` or ``"prdc"`` is, and the backbone name, resize mode, ``normalize``, feature
+        dimension, dtype and a sha256 of the content (see :mod:`calibrax.metrics.reference`).
+        The Inception Score has no real side: the file holds nothing for it. ``path`` is used as
+        given.
+
+        Returns:
+            The file's content sha256.
+
+        Raises:
+            ValueError: If no member has a real side (only ``"is"``), or a member has fewer than
+                2 real samples.
+        """
+        arrays: dict[str, Any] = {}
+        rows = self._rows_member()
+        if rows is not None:
+            arrays.update(held_rows(rows))
+        if "fid" in self.members:
+            self.fid._statistics("real")
+            arrays.update(fid_arrays(*(v[...] for v in self.fid._side("real"))))
+        if not arrays:
+            raise ValueError(
+                "expected a member with a real side (fid, kid or prdc) to save a reference, "
+                f"got the members {self.members}"
+            )
+        return write_reference(path, self, arrays)
+
+    def load_reference(
+        self, source: str | os.PathLike | Reference, *, num_samples: int | None = None
+    ) -> None:
+        """Replace the real side of every member by a reference file's.
+
+        FID takes ``mu``/``sigma`` (or the statistics of the rows when the file has no
+        ``mu``/``sigma``); KID and PRDC take the rows (one shared buffer). A pytorch-fid file
+        (``mu``/``sigma`` only, pass ``num_samples``) serves ``"fid"`` alone. The Inception
+        Score has no real side and is left as it is.
+
+        Args:
+            source: A path, or a :class:`~calibrax.metrics.reference.Reference` already read
+                with :func:`~calibrax.metrics.reference.read_reference`.
+            num_samples: Sample count of a file without ``num_samples`` (pytorch-fid's).
+
+        Raises:
+            ValueError: If the file is unreadable or changed since it was saved, was written
+                with another backbone, resize mode or feature dimension, holds more rows than
+                ``max_samples`` or no rows for KID/PRDC, or no member has a real side: each an
+                "expected X, got Y" naming the file and the setting.
+        """
+        ref = source if isinstance(source, Reference) else read_reference(source)
+        ref.check_settings(
+            backbone=self.backbone_name, resize=self.resize_method, num_features=self.num_features
+        )
+        rows = self._rows_member()
+        if rows is None and "fid" not in self.members:
+            raise ValueError(
+                "expected a member with a real side (fid, kid or prdc) to load a reference, "
+                f"got the members {self.members}"
+            )
+        # Every check runs before any member changes: a refused file leaves the state as it was.
+        fid = ref.fid_statistics(num_samples, self.dtype) if "fid" in self.members else None
+        if rows is not None:
+            who = " and ".join(
+                type(getattr(self, k)).__name__ for k in ("kid", "prdc") if k in self.members
+            )
+            set_rows(rows, ref, who)
+        if fid is not None:
+            self.fid._set_real(*fid)
 
 
 def _example(real: jax.Array, fake: jax.Array) -> jax.Array:

@@ -19,6 +19,10 @@ from calibrax.metrics.frozen_backbone import DEFAULT_BACKBONE
 from calibrax.metrics.frozen_backbone import FrozenBackboneMetric
 from calibrax.metrics.frozen_backbone import concrete_int
 from calibrax.metrics.frozen_backbone import count_dtype
+from calibrax.metrics.reference import Reference
+from calibrax.metrics.reference import fid_arrays
+from calibrax.metrics.reference import read_reference
+from calibrax.metrics.reference import write_reference
 
 __all__ = ["FrechetDistance", "chan_combine"]
 
@@ -311,6 +315,60 @@ class FrechetDistance(FrozenBackboneMetric):
         count[...] = jnp.asarray(n, dtype=count[...].dtype)
         mean[...] = jnp.asarray(mu).astype(self.dtype)
         scatter[...] = jnp.asarray(sigma * (n - 1)).astype(self.dtype)
+
+    def save_reference(self, path: str | os.PathLike) -> str:
+        """Write the real statistics to a reference file (``.npz``; see :meth:`load_reference`).
+
+        The file keeps pytorch-fid's ``mu`` and ``sigma`` (float64, unbiased covariance) and
+        ``num_samples``, and adds the backbone name, resize mode, ``normalize``, feature
+        dimension, dtype and a sha256 of the content (see :mod:`calibrax.metrics.reference` for
+        every key). :meth:`load_reference` gives back the statistics bit for bit. KID and PRDC
+        need the real feature rows, which this metric does not keep: save those with
+        :class:`GenerativeMetrics` (or :class:`KernelDistance`). ``path`` is used as given (no
+        ``.npz`` is appended).
+
+        Returns:
+            The file's content sha256.
+
+        Raises:
+            ValueError: If fewer than 2 real samples have been seen.
+        """
+        self._statistics("real")
+        return write_reference(path, self, fid_arrays(*(v[...] for v in self._side("real"))))
+
+    def load_reference(
+        self, source: str | os.PathLike | Reference, *, num_samples: int | None = None
+    ) -> None:
+        """Replace the real statistics by those of a reference file.
+
+        Reads calibrax reference files (checked against their sha256 and this metric's backbone,
+        resize mode and feature dimension), files from :meth:`save_real_statistics`, and
+        pytorch-fid's ``mu``/``sigma`` files, which do not store their sample count: pass
+        ``num_samples`` for those (it only weights real batches added afterwards). A file with
+        only real feature rows (saved by :class:`KernelDistance`) gives the statistics of those
+        rows.
+
+        Args:
+            source: A path, or a :class:`~calibrax.metrics.reference.Reference` already read
+                with :func:`~calibrax.metrics.reference.read_reference`.
+            num_samples: Sample count of a file without ``num_samples``.
+
+        Raises:
+            ValueError: If the file is unreadable or changed since it was saved, was written
+                with another backbone, resize mode or feature dimension ("expected X, got Y"
+                naming the file and the setting), or the sample count is unknown or below 2.
+        """
+        ref = source if isinstance(source, Reference) else read_reference(source)
+        ref.check_settings(
+            backbone=self.backbone_name, resize=self.resize_method, num_features=self.num_features
+        )
+        self._set_real(*ref.fid_statistics(num_samples, self.dtype))
+
+    def _set_real(self, mean: Any, scatter: Any, n: int) -> None:
+        count, mean_var, scatter_var = self._side("real")
+        count[...] = jnp.asarray(n, dtype=count[...].dtype)
+        mean_var[...] = jnp.asarray(mean)
+        scatter_var[...] = jnp.asarray(scatter)
 
 
 def _example(real: jax.Array, fake: jax.Array) -> jax.Array:

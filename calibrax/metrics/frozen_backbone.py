@@ -32,6 +32,7 @@ from calibrax.core.base import StatefulMetric
 from calibrax.functional.resize import JAX_RESIZE_METHODS
 from calibrax.functional.resize import RESIZE_MODES
 from calibrax.functional.resize import resize_images
+from calibrax.metrics.reference import backbone_name
 
 __all__ = ["DEFAULT_BACKBONE", "RESIZE_METHODS", "FrozenBackboneMetric"]
 
@@ -147,6 +148,8 @@ class FrozenBackboneMetric(StatefulMetric):
             )
         self.normalize = normalize
         self.reset_real_features = reset_real_features
+        #: What a reference file records as the backbone (see :mod:`calibrax.metrics.reference`).
+        self.backbone_name = backbone_name(backbone)
         backbone = _resolve_backbone(backbone)
         self.backbone = backbone
         self.output = output

@@ -199,7 +199,8 @@ def test_fid_and_stats_agree_with_python_api(folders, tmp_path):
         == 0
     )
     with np.load(sa) as data:
-        assert sorted(data.keys()) == ["mu", "num_samples", "sigma"]  # pytorch-fid's keys
+        # pytorch-fid's keys, and the real rows KID/PRDC need (see calibrax.metrics.reference).
+        assert {"mu", "sigma", "num_samples", "real_features", "sha256"} <= set(data.keys())
         assert data["mu"].shape == (1280,) and data["sigma"].shape == (1280, 1280)
     from_stats = run(
         "fid", str(sa), str(folders / "b"), "--json", "--batch-size", "5", "--no-progress"
@@ -317,3 +318,157 @@ def test_train_lpips_tune_and_trunk_lr_reach_the_training(tmp_path, monkeypatch,
     rng = np.random.default_rng(0)
     x, y = (rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32) for _ in range(2))
     np.testing.assert_array_equal(np.asarray(loaded(x, y)), np.asarray(model(x, y)))
+
+
+# Reference files and --metrics. In-process runs swap in a tiny backbone (what is tested is how
+# the CLI reads, writes and combines metrics, not the backbone); runs that fail before any
+# backbone is loaded go through the real entry point in a subprocess.
+
+
+@pytest.fixture
+def tiny_cli(monkeypatch, capsys):
+    """``main`` with RandomConvBackbone as every backbone; returns (exit code, stdout, stderr)."""
+    from flax import nnx
+
+    import calibrax.cli.main as cli
+    from calibrax.metrics.random_backbone import RandomConvBackbone
+
+    monkeypatch.setattr(cli, "_backbone", lambda name: RandomConvBackbone(rngs=nnx.Rngs(0)))
+
+    def call(*argv):
+        code = cli.main([*argv, "--no-progress", "--batch-size", "5"])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
+
+
+SMALL = ("--subsets", "3", "--subset-size", "4", "--splits", "2", "--prdc-k", "2")
+ALL_KEYS = {
+    "frechet_distance",
+    "kid_mean",
+    "kid_std",
+    "inception_score_mean",
+    "inception_score_std",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+}
+RUN_KEYS = {"backbone", "resize", "num_a", "num_b"}
+
+
+def test_stats_writes_one_reference_that_fid_and_kid_read(folders, tmp_path, tiny_cli):
+    a, b, ref = str(folders / "a"), str(folders / "b"), str(tmp_path / "ref.npz")
+    code, out, err = tiny_cli("stats", a, "-o", ref, "--json")
+    assert code == 0, err
+    written = json.loads(out)
+    assert written["num_samples"] == 5 and written["dim"] == 32
+    assert written["resize"] == "pytorch-fid" and written["metrics"] == "fid,kid,prdc"
+    with np.load(ref) as data:
+        assert str(data["sha256"]) == written["sha256"]
+        assert str(data["backbone"]) == "RandomConvBackbone (module)"
+        assert str(data["resize"]) == "pytorch-fid"
+        assert data["mu"].shape == (32,) and data["real_features"].shape == (5, 32)
+
+    code, out, err = tiny_cli("fid", a, b, "--json")
+    assert code == 0, err
+    plain = json.loads(out)
+    assert set(plain) == {"frechet_distance"} | RUN_KEYS  # today's output
+    code, out, err = tiny_cli("fid", ref, b, "--json")
+    assert code == 0, err
+    from_ref = json.loads(out)
+    assert from_ref["frechet_distance"] == pytest.approx(plain["frechet_distance"], rel=1e-9)
+    assert from_ref["num_a"] == 5 and from_ref["num_b"] == 5
+
+    kid = SMALL[:4]
+    code, out, err = tiny_cli("kid", a, b, *kid, "--json")
+    assert code == 0, err
+    kid_folders = json.loads(out)
+    assert set(kid_folders) == {"kid_mean", "kid_std"} | RUN_KEYS
+    code, out, err = tiny_cli("kid", ref, b, *kid, "--json")
+    assert code == 0, err
+    # The stored rows are the folder's features bit for bit: the same KID.
+    assert json.loads(out)["kid_mean"] == kid_folders["kid_mean"]
+
+    # A reference for another resize mode is refused, naming the file and the setting.
+    code, out, err = tiny_cli("fid", ref, b, "--resize", "tf1")
+    assert code == 1
+    assert err.strip() == (
+        f"calibrax: error: expected the reference `{ref}` to use the resize mode 'tf1' (the "
+        "metric's `resize_method`), got 'pytorch-fid'"
+    )
+
+
+def test_metrics_option_computes_every_metric_from_one_pass(folders, tmp_path, tiny_cli):
+    a, b, ref = str(folders / "a"), str(folders / "b"), str(tmp_path / "ref.npz")
+    assert tiny_cli("stats", a, "-o", ref)[0] == 0
+    code, out, err = tiny_cli("fid", a, b, "--metrics", "fid,kid,is,prdc", *SMALL, "--json")
+    assert code == 0, err
+    folders_run = json.loads(out)
+    assert set(folders_run) == ALL_KEYS | RUN_KEYS
+    assert folders_run["resize"] == "pytorch-fid"
+    code, out, err = tiny_cli("kid", ref, b, "--metrics", "prdc,is,kid,fid", *SMALL, "--json")
+    assert code == 0, err
+    ref_run = json.loads(out)
+    assert set(ref_run) == ALL_KEYS | RUN_KEYS
+    for key in ALL_KEYS - {"frechet_distance"}:
+        assert ref_run[key] == folders_run[key], key
+    assert ref_run["frechet_distance"] == pytest.approx(folders_run["frechet_distance"], rel=1e-9)
+    code, out, err = tiny_cli("fid", a, b, "--metrics", "is,prdc", *SMALL)
+    assert code == 0, err
+    printed = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert (
+        set(printed)
+        == {"inception_score_mean", "inception_score_std"}
+        | {
+            "precision",
+            "recall",
+            "density",
+            "coverage",
+        }
+        | RUN_KEYS
+    )
+
+
+def test_reference_errors_through_the_entry_point(folders, tmp_path):
+    import jax.numpy as jnp
+
+    from calibrax.metrics import FrechetDistance
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(20, 4))
+    pfid = tmp_path / "pfid.npz"
+    np.savez(pfid, mu=rows.mean(0), sigma=np.cov(rows, rowvar=False))
+    ours = FrechetDistance(backbone=None, num_features=4)
+    ours.update(features=jnp.asarray(rows[:10] * 2.0), real=True)
+    ours.save_reference(tmp_path / "ours.npz")
+    ours.update(features=jnp.asarray(rows), real=False)
+
+    # Two references need no backbone: pytorch-fid's file and ours side by side.
+    proc = run("fid", str(tmp_path / "ours.npz"), str(pfid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["frechet_distance"] == pytest.approx(
+        float(ours.compute()["frechet_distance"]), rel=1e-9
+    )
+    assert result["num_a"] == 10 and result["num_b"] is None
+
+    _one_line_error(
+        run("kid", str(pfid), str(folders / "b")),
+        f"expected the reference {str(pfid)!r} to hold real feature rows for kid, got only FID "
+        "statistics (mu, sigma), as pytorch-fid writes them; write a reference with "
+        "`calibrax stats DIR -o F`",
+    )
+    raw = bytearray((tmp_path / "ours.npz").read_bytes())
+    with np.load(tmp_path / "ours.npz") as data:
+        raw[raw.index(data["mu"].tobytes()) + 5] ^= 0x01  # one bit of one value of `mu`
+    (tmp_path / "flipped.npz").write_bytes(bytes(raw))
+    _one_line_error(
+        run("fid", str(tmp_path / "flipped.npz"), str(folders / "b")),
+        f"expected `{tmp_path / 'flipped.npz'}` to be an intact .npz reference file",
+    )
+    _one_line_error(
+        run("fid", str(folders / "a"), str(folders / "b"), "--metrics", "fid,fvd"),
+        "expected `--metrics` to be a comma-separated list of fid, kid, is, prdc, got 'fid,fvd'",
+    )
