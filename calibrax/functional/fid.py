@@ -22,6 +22,11 @@ __all__ = [
 ]
 
 
+#: Largest relative asymmetry ``max|S - Sᵀ| / max|S|`` accepted in a covariance (rounding of a
+#: product computed in two halves is far below it; a made-up or corrupted matrix is far above).
+_SYMMETRY_RTOL = 1e-5
+
+
 def _float_dtype(*arrays: jax.Array) -> np.dtype:
     # The widest input float type, at least float32 (float64 only exists with jax_enable_x64).
     wide = any(np.dtype(jnp.result_type(a)).itemsize > 4 for a in arrays)
@@ -105,7 +110,10 @@ def trace_sqrt_product(
     complex numbers. When ``sigma1`` is singular (fewer
     samples than dimensions) the Cholesky factorization fails and ``L = V diag(sqrt(max(w, 0)))``
     from ``eigh(sigma1) = V diag(w) Vᵀ`` is used instead (a ``lax.cond``: only one branch runs).
-    Eigenvalues are clamped at 0, so the result is finite and non-negative.
+    Eigenvalues within rounding of 0 (``|λ| <= 16 d eps32 max|λ|``) are clamped at 0, so a
+    rank-deficient covariance gives a finite, non-negative result; a clearly negative eigenvalue
+    (a matrix that is not positive semi-definite: a corrupted or made-up covariance) gives NaN,
+    never a plausible number.
 
     .. math::
         \operatorname{tr}\sqrt{\Sigma_1\Sigma_2} = \sum_i \sqrt{\max(\lambda_i(L^\top\Sigma_2 L), 0)}
@@ -119,21 +127,41 @@ def trace_sqrt_product(
     """
     chol = jnp.linalg.cholesky(sigma1)
 
-    def from_cholesky(c: jax.Array) -> jax.Array:
-        return _lower_congruence(c, sigma2)
+    def from_cholesky(c: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return _lower_congruence(c, sigma2), jnp.ones((), bool)
 
-    def from_eigh(_: jax.Array) -> jax.Array:
+    def from_eigh(_: jax.Array) -> tuple[jax.Array, jax.Array]:
         w, v = jnp.linalg.eigh(sigma1)
         factor = v * jnp.sqrt(jnp.maximum(w, 0.0))[None, :]  # dense, not triangular
         hi = jax.lax.Precision.HIGHEST
-        return jnp.matmul(jnp.matmul(factor.T, sigma2, precision=hi), factor, precision=hi)
+        inner = jnp.matmul(jnp.matmul(factor.T, sigma2, precision=hi), factor, precision=hi)
+        return inner, _semidefinite(w)
 
-    inner = jax.lax.cond(jnp.all(jnp.isfinite(chol)), from_cholesky, from_eigh, chol)
+    inner, ok = jax.lax.cond(jnp.all(jnp.isfinite(chol)), from_cholesky, from_eigh, chol)
     # Eigenvalues only: Householder tridiagonalization, then bisection on the tridiagonal matrix
     # (no eigenvectors, which a dense eigvalsh would compute and discard).
     _, diagonal, off_diagonal, _ = jax.lax.linalg.tridiagonal((inner + inner.T) / 2)
     eigenvalues = eigh_tridiagonal(diagonal, off_diagonal, eigvals_only=True)
-    return jnp.sum(jnp.sqrt(jnp.maximum(eigenvalues, 0.0)))
+    value = jnp.sum(jnp.sqrt(jnp.maximum(eigenvalues, 0.0)))
+    return jnp.where(ok & _semidefinite(eigenvalues), value, jnp.nan)
+
+
+def _psd_tolerance(d: int, dtype: np.dtype) -> float:
+    """Relative size of the negative eigenvalues that rounding gives a PSD matrix.
+
+    float32's eps whatever ``dtype`` says: float64 statistics are usually accumulated from the
+    float32 Gram matrices of float32 features, so they carry float32 rounding (a rank-deficient
+    sample covariance of 5 backbone features at d = 1280 has eigenvalues down to -7e-7 here).
+    A covariance that is not one has eigenvalues negative by far more (a sign flip: -1).
+    """
+    del dtype
+    return 16.0 * d * float(np.finfo(np.float32).eps)
+
+
+def _semidefinite(eigenvalues: jax.Array) -> jax.Array:
+    """Whether no eigenvalue is negative beyond rounding (relative to the largest in size)."""
+    tol = _psd_tolerance(eigenvalues.shape[0], eigenvalues.dtype)
+    return jnp.min(eigenvalues) >= -tol * jnp.max(jnp.abs(eigenvalues))
 
 
 def _check_gaussian(mu: jax.Array, sigma: jax.Array, mu_name: str, sigma_name: str) -> None:
@@ -149,6 +177,26 @@ def _check_gaussian(mu: jax.Array, sigma: jax.Array, mu_name: str, sigma_name: s
         )
     checks.check_finite(mu, mu_name)
     checks.check_finite(sigma, sigma_name)
+    if checks.is_concrete(sigma):
+        s = np.asarray(sigma, np.float64)
+        gap = float(np.max(np.abs(s - s.T))) if s.size else 0.0
+        if gap > _SYMMETRY_RTOL * max(float(np.max(np.abs(s))) if s.size else 0.0, 1e-300):
+            raise ValueError(
+                f"expected `{sigma_name}` to be symmetric (a covariance), got "
+                f"max |{sigma_name} - {sigma_name}ᵀ| = {gap:.3g}"
+            )
+
+
+def _check_semidefinite(sigma: jax.Array, name: str) -> None:
+    """Eagerly, raise if ``sigma`` has an eigenvalue negative beyond rounding."""
+    s = np.asarray(sigma, np.float64)
+    w = np.linalg.eigvalsh((s + s.T) / 2)
+    tol = _psd_tolerance(s.shape[0], np.dtype(np.asarray(sigma).dtype))
+    if w.size and w.min() < -tol * np.max(np.abs(w)):
+        raise ValueError(
+            f"expected `{name}` to be positive semi-definite (a covariance), got the eigenvalue "
+            f"{w.min():.6g}"
+        )
 
 
 @register(
@@ -201,7 +249,8 @@ def frechet_distance(
         The scalar squared distance.
 
     Raises:
-        ValueError: If the shapes disagree or (eagerly) any value is NaN/Inf.
+        ValueError: If the shapes disagree or (eagerly) any value is NaN/Inf or a covariance
+            is not symmetric or not positive semi-definite (under jit those give NaN).
         TypeError: If an input is not floating point.
 
     References:
@@ -216,8 +265,14 @@ def frechet_distance(
         )
     dtype = _float_dtype(mu1, sigma1, mu2, sigma2)
     if dtype == np.float32 and not jax.config.jax_enable_x64:
-        return _frechet_host(mu1, sigma1, mu2, sigma2)
-    return _frechet_compiled(mu1, sigma1, mu2, sigma2, dtype)
+        value = _frechet_host(mu1, sigma1, mu2, sigma2)
+    else:
+        value = _frechet_compiled(mu1, sigma1, mu2, sigma2, dtype)
+    if all(checks.is_concrete(a) for a in (mu1, sigma1, mu2, sigma2)) and np.isnan(float(value)):
+        # Finite inputs (checked above) and a NaN: a covariance is not PSD. Say which (eagerly).
+        _check_semidefinite(sigma1, "sigma1")
+        _check_semidefinite(sigma2, "sigma2")
+    return value
 
 
 @functools.partial(jax.jit, static_argnums=4)
@@ -231,7 +286,13 @@ def _frechet_compiled(mu1, sigma1, mu2, sigma2, dtype):
         + jnp.trace(sigma2)
         - 2.0 * trace_sqrt_product(sigma1, sigma2)
     )
-    return jnp.maximum(value, 0.0)
+    symmetric = _symmetric(sigma1) & _symmetric(sigma2)
+    return jnp.where(symmetric, jnp.maximum(value, 0.0), jnp.nan)
+
+
+def _symmetric(sigma: jax.Array) -> jax.Array:
+    scale = jnp.maximum(jnp.max(jnp.abs(sigma)), jnp.finfo(sigma.dtype).tiny)
+    return jnp.max(jnp.abs(sigma - sigma.T)) <= _SYMMETRY_RTOL * scale
 
 
 def _frechet_numpy(mu1, sigma1, mu2, sigma2) -> np.ndarray:
@@ -239,13 +300,21 @@ def _frechet_numpy(mu1, sigma1, mu2, sigma2) -> np.ndarray:
     mu1, sigma1, mu2, sigma2 = (np.asarray(a, np.float64) for a in (mu1, sigma1, mu2, sigma2))
     if not all(np.all(np.isfinite(a)) for a in (mu1, sigma1, mu2, sigma2)):
         return np.asarray(np.nan, np.float32)  # NaN in, NaN out (as the jitted closed form)
+    for s in (sigma1, sigma2):
+        if np.max(np.abs(s - s.T)) > _SYMMETRY_RTOL * max(np.max(np.abs(s)), 1e-300):
+            return np.asarray(np.nan, np.float32)
+    tol = _psd_tolerance(sigma1.shape[0], np.dtype(np.float32))
     try:
         factor = np.linalg.cholesky(sigma1)
     except np.linalg.LinAlgError:
         w, v = np.linalg.eigh(sigma1)
+        if w.min() < -tol * np.max(np.abs(w)):
+            return np.asarray(np.nan, np.float32)  # sigma1 is not PSD
         factor = v * np.sqrt(np.maximum(w, 0.0))[None, :]
     inner = factor.T @ sigma2 @ factor
     eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)
+    if eigenvalues.min() < -tol * np.max(np.abs(eigenvalues)):
+        return np.asarray(np.nan, np.float32)  # sigma2 is not PSD
     diff = mu1 - mu2
     value = (
         diff @ diff

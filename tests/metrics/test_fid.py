@@ -374,10 +374,10 @@ def test_x64_disabled_policy_in_a_subprocess():
         "import jax.numpy as jnp\n"
         "from calibrax.metrics import FrechetDistance\n"
         "try:\n"
-        "    FrechetDistance(backbone=None, num_features=4)\n"
+        "    FrechetDistance(backbone=None, num_features=4, dtype=jnp.float64)\n"
         "except ValueError as e:\n"
         "    print('ERROR:', e)\n"
-        "m = FrechetDistance(backbone=None, num_features=4, dtype=jnp.float32)\n"
+        "m = FrechetDistance(backbone=None, num_features=4)  # dtype=None: float32 here\n"
         "x = jnp.sin(jnp.arange(40.0) * 1.7).reshape(10, 4)\n"
         "m.update(features=x, real=True)\n"
         "m.update(features=x + 1.0, real=False)\n"
@@ -392,8 +392,9 @@ def test_x64_disabled_policy_in_a_subprocess():
         "ERROR: expected jax_enable_x64 to be on: FrechetDistance keeps float64 statistics "
         "(dtype=float64); call jax.config.update('jax_enable_x64', True)" in out
     )
-    # Mean shift of 1 in each of 4 dims, same (well-conditioned) covariance: FID = 4, up to
-    # float32 rounding of the statistics and eigenvalues (1e-3 absolute).
+    # An explicit float64 still needs x64; the default follows it. Mean shift of 1 in each of 4
+    # dims, same (well-conditioned) covariance: FID = 4, up to float32 rounding of the
+    # statistics (the closed form runs in float64 on the host; 1e-3 absolute).
     value = float(out.split("FID:")[1].split()[0])
     assert abs(value - 4.0) < 1e-3 and "float32" in out
 
