@@ -37,6 +37,19 @@ INPUT_SIZE = (299, 299)
 
 Rngs = nnx.Rngs | None
 
+#: The values of :attr:`InceptionV3FID.input_scaling`.
+INPUT_SCALINGS = ("pytorch-fid", "tf")
+#: How each tool feeds InceptionV3-FID: (resize mode, input scaling). pytorch-fid resizes [0, 1]
+#: images bilinearly and scales by ``2u - 1``; clean-fid resizes each channel with PIL bicubic in
+#: float ("clean") and torch-fidelity/torchmetrics with TF1's bilinear ("tf1"), both then scale
+#: by ``(x - 128) / 128`` as the TF graph does.
+REFERENCE_TOOLS = {
+    "pytorch-fid": ("pytorch-fid", "pytorch-fid"),
+    "clean-fid": ("clean", "tf"),
+    "torchmetrics": ("tf1", "tf"),
+    "torch-fidelity": ("tf1", "tf"),
+}
+
 
 def _resize(images: jax.Array) -> jax.Array:
     """Resize to 299x299 as pytorch-fid does: ``F.interpolate(mode="bilinear")``.
@@ -265,6 +278,8 @@ class InceptionV3FID(nnx.Module):
     pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` once.
 
     Args:
+        input_scaling: ``"pytorch-fid"`` (default, ``2u - 1``) or ``"tf"`` (``(255u - 128) /
+            128``, as clean-fid and torch-fidelity/torchmetrics).
         rngs: Random keys for torch's default initialisation; ``None`` leaves zero placeholders
             to be filled from a state dict.
 
@@ -283,7 +298,13 @@ class InceptionV3FID(nnx.Module):
     #: pytorch-fid's own resize (bilinear, no antialiasing), so that FID matches pytorch-fid.
     resize_method = "pytorch-fid"
 
-    def __init__(self, *, rngs: Rngs = None):
+    def __init__(self, *, input_scaling: str = "pytorch-fid", rngs: Rngs = None):
+        checks.check_choice(input_scaling, INPUT_SCALINGS, "input_scaling")
+        #: How [0, 1] pixels become the network's [-1, 1] input: ``"pytorch-fid"`` ``2u - 1``
+        #: (pytorch-fid), ``"tf"`` ``(255 u - 128) / 128`` (the TF graph's own scaling, kept by
+        #: clean-fid's and torch-fidelity's (torchmetrics') InceptionV3). Set it on a loaded
+        #: backbone to reproduce those tools (see :data:`REFERENCE_TOOLS`).
+        self.input_scaling = input_scaling
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2, rngs=rngs)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3, rngs=rngs)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1, rngs=rngs)
@@ -315,7 +336,7 @@ class InceptionV3FID(nnx.Module):
         return _jitted(graphdef, state, images, method)
 
     def _blocks(self, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-        x = 2 * _resize(images) - 1
+        x = self._scaled(_resize(images))
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         block0 = max_pool2d(x, 3, 2)
         block1 = max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(block0)), 3, 2)
@@ -335,6 +356,12 @@ class InceptionV3FID(nnx.Module):
         x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
         block3 = jnp.mean(x, axis=(1, 2), keepdims=True)
         return block0, block1, block2, block3
+
+    def _scaled(self, images: jax.Array) -> jax.Array:
+        """[0, 1] pixels to the network's input range (see :attr:`input_scaling`)."""
+        if self.input_scaling == "tf":
+            return images * (255.0 / 128.0) - 1
+        return 2 * images - 1
 
     def _forward(self, images: jax.Array) -> InceptionOutput:
         block0, block1, block2, block3 = self._blocks(images)

@@ -116,6 +116,39 @@ def _backbone(name: str):
     return load(name)
 
 
+def _backbone_for(args: argparse.Namespace):
+    """The backbone of ``--backbone``, set up as the tool named by ``--like`` feeds it."""
+    backbone = _backbone(args.backbone)
+    like = getattr(args, "like", None)
+    if like is None:
+        return backbone
+    from calibrax.backbones.inception import REFERENCE_TOOLS
+
+    if not hasattr(backbone, "input_scaling"):
+        raise CLIError(
+            f"expected --backbone inception-v3-fid with --like {like} (the FID network of the "
+            f"reference tools), got --backbone {args.backbone}"
+        )
+    mode, scaling = REFERENCE_TOOLS[like]
+    if args.resize not in (None, mode):
+        raise CLIError(
+            f"expected --resize {mode} (or no --resize) with --like {like}, got {args.resize}"
+        )
+    args.resize = mode
+    backbone.input_scaling = scaling
+    return backbone
+
+
+def _tool(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``like``/``input_scaling`` record of a run with ``--like`` (empty without it)."""
+    like = getattr(args, "like", None)
+    if like is None:
+        return {}
+    from calibrax.backbones.inception import REFERENCE_TOOLS
+
+    return {"like": like, "input_scaling": REFERENCE_TOOLS[like][1]}
+
+
 def _check_sources(*paths: str) -> None:
     """Fail fast on a missing or empty folder or .npz, before any backbone is loaded."""
     from calibrax.io import list_images
@@ -208,7 +241,7 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
     ref = _reference(real) if real.endswith(".npz") else None
     if ref is not None:
         _need_rows(ref, metrics)
-    backbone = _backbone(args.backbone)
+    backbone = _backbone_for(args)
     options = _image_options(args, backbone)
     n_fake_files = len(ImageFolder(fake))
     if ref is not None:
@@ -251,6 +284,7 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
     return values | {
         "backbone": args.backbone,
         "resize": args.resize,
+        **_tool(args),
         "num_a": n_a,
         "num_b": n_b,
     }
@@ -272,7 +306,7 @@ def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
     real, fake = (args.b, args.a) if args.b.endswith(".npz") else (args.a, args.b)
     # A refused reference fails before the backbone is loaded.
     ref = _reference(real) if real.endswith(".npz") else None
-    backbone = _backbone(args.backbone)
+    backbone = _backbone_for(args)
     metric = FrechetDistance(backbone=backbone, **_image_options(args, backbone))
     if ref is not None:
         # A pytorch-fid file has no count; it only weights later real batches, and none follow.
@@ -290,6 +324,7 @@ def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
         name: value,
         "backbone": args.backbone,
         "resize": args.resize,
+        **_tool(args),
         "num_a": n_a,
         "num_b": n_b,
     }
@@ -314,7 +349,7 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
             f"score has no real side), got {args.metrics!r}"
         )
     _check_sources(args.dir)
-    backbone = _backbone(args.backbone)
+    backbone = _backbone_for(args)
     options = _image_options(args, backbone)
     capacity = max(len(ImageFolder(args.dir)), 2)
     # The members' own settings (subsets, k) do not enter the file: only the real side does.
@@ -337,6 +372,7 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
         "dim": metric.num_features,
         "backbone": args.backbone,
         "resize": args.resize,
+        **_tool(args),
         "metrics": ",".join(metrics),
         "sha256": digest,
     }
@@ -463,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "(clean-fid), antialias; none keeps the size (images must share one). "
                     "Default: the backbone's mode (inception-v3-fid: pytorch-fid, "
                     "efficientnet-lite0: antialias)"
+                ),
+            )
+            p.add_argument(
+                "--like",
+                choices=("pytorch-fid", "clean-fid", "torchmetrics", "torch-fidelity"),
+                default=None,
+                help=(
+                    "with --backbone inception-v3-fid: feed the network as that tool does (its "
+                    "resize mode and its pixel scaling: pytorch-fid 2u-1, the others "
+                    "(x-128)/128)"
                 ),
             )
             p.add_argument(
