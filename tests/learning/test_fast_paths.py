@@ -229,6 +229,12 @@ def test_supcon_written_out_backward_matches_autodiff(loss, batch):
     assert float(plain[0]) > 0
 
 
+_NPAIRS = C.NPairsLoss()
+# Every case has the same shapes, so one compilation of the bucketed loss serves them all (it is
+# traced before any case patches the widths: the first call below comes before the patch).
+_npairs_bucketed = jax.jit(jax.value_and_grad(lambda e, l: _NPAIRS(e, l)))
+
+
 @pytest.mark.parametrize("n_classes_with_pairs", [0, 1, 31, 32, 33, 100, 150])
 def test_npairs_width_buckets_give_the_full_width_values(n_classes_with_pairs, monkeypatch):
     # NPairs over all pairs picks the narrowest logits width that holds every selected pair.
@@ -242,11 +248,11 @@ def test_npairs_width_buckets_give_the_full_width_values(n_classes_with_pairs, m
     singles = np.arange(1000, 1000 + batch - paired.size)
     labels = jnp.asarray(rng.permutation(np.concatenate([paired, singles])).astype(np.int32))
     x = jnp.asarray(rng.normal(size=(batch, 5)))
-    loss = C.NPairsLoss()
     assert n_pairs._bucket_widths(150) == (32, 64, 128, 150)
-    bucketed = jax.jit(jax.value_and_grad(lambda e, l: loss(e, l)))(x, labels)
+    bucketed = _npairs_bucketed(x, labels)
     monkeypatch.setattr(n_pairs, "_bucket_widths", lambda size: (size,))
-    full = jax.value_and_grad(lambda e: loss(e, labels))(x)
+    # Eager, so traced again under the patch in every case.
+    full = jax.value_and_grad(lambda e: _NPAIRS(e, labels))(x)
     np.testing.assert_allclose(bucketed[0], full[0], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(bucketed[1], full[1], rtol=1e-12, atol=1e-15)
     assert (float(full[0]) > 0) == (n_classes_with_pairs > 1)
