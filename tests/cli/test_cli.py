@@ -4,20 +4,43 @@ Every error is one line on stderr (``calibrax: error: ...``) with exit code 1; u
 """
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 CLI = [sys.executable, "-m", "calibrax.cli.main"]
+_ENV = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache():
+    """A JAX compilation cache shared by this module's CLI runs, removed afterwards.
+
+    Several runs compile the same backbone program at the same shapes; with the cache the runs
+    after the first load it instead of compiling it again (the same executable, so the same bits).
+    """
+    with tempfile.TemporaryDirectory(prefix="calibrax-cli-cache-") as tmp:
+        _ENV.update(
+            JAX_COMPILATION_CACHE_DIR=tmp,
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
+        yield tmp
+        _ENV.clear()
+    assert not Path(tmp).exists()
 
 
 def run(*args, timeout=600):
     # The same environment as this process (8 host devices via XLA_FLAGS): XLA's CPU code, and
     # so the float32 backbone's last bits, depends on the device configuration.
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, **_ENV}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _png(path, arr):
