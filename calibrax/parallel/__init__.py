@@ -8,6 +8,7 @@ gathered from every process and merged in process order, so every host gets the 
 
 from calibrax.parallel.data_parallel import data_parallel_train_step
 from calibrax.parallel.launch import ProcessResult
+from calibrax.parallel.launch import failure_report
 from calibrax.parallel.launch import free_port
 from calibrax.parallel.launch import launch_local
 from calibrax.parallel.multihost import initialize
@@ -23,6 +24,7 @@ __all__ = [
     "ProcessResult",
     "data_mesh",
     "data_parallel_train_step",
+    "failure_report",
     "free_port",
     "initialize",
     "launch_local",

@@ -18,6 +18,15 @@ evaluation set, then calls :func:`sync`. Sync contract:
    operations on the same inputs, so every host holds bit-identical state; buffer rows end up
    in process order; a process with no samples contributes an empty state and changes nothing.
 
+Failures. Before its collectives, every :func:`sync` is a rendezvous through the coordinator's
+key-value store: each process marks its arrival and waits, up to ``sync_timeout`` seconds, until
+every process has arrived. A process that leaves the job (an uncaught exception, ``sys.exit``,
+a :func:`sync` that gave up) first records why under its index (an ``atexit`` hook that
+:func:`initialize` installs), so the processes waiting for it raise at once, naming it, instead
+of waiting in a collective. A process that dies without a word (``SIGKILL``, a lost host) or a
+lost coordinator cannot be caught here: JAX's coordination service then aborts every survivor
+(see :func:`initialize`).
+
 The synced metric is updated in place. Its arrays must be process-local (as after ``update``
 on one host's devices); processes must have equal numbers of local devices (a requirement of
 ``jax.experimental.multihost_utils.process_allgather``). Frozen backbone weights are compared by
@@ -26,14 +35,19 @@ shape and dtype, not by value.
 
 from __future__ import annotations
 
+import atexit
+import datetime
 import json
 import os
+import sys
+import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax._src import distributed
 from jax.experimental import multihost_utils
 
 from calibrax.core.base import StatefulMetric
@@ -46,6 +60,10 @@ __all__ = ["initialize", "process_shard", "sync"]
 
 _SIMPLE = (bool, int, float, complex, str, bytes, type(None), np.dtype, np.generic)
 _MAX_LISTED = 5
+_POLL_SECONDS = 0.05
+_KEY = "calibrax"
+# Set by `initialize`; `sync` after a plain `jax.distributed.initialize` uses the defaults.
+_settings = {"sync_timeout": 1800.0, "syncs": 0}
 
 
 def _env_int(name: str) -> int | None:
@@ -68,14 +86,36 @@ def initialize(
     initialization_timeout: int = 60,
     heartbeat_timeout: int = 30,
     shutdown_timeout: int = 30,
+    sync_timeout: float = 1800.0,
 ) -> None:
     """Join a multi-process JAX job with gloo CPU collectives (``jax.distributed.initialize``).
 
     Call it first, before any JAX computation. Arguments left ``None`` are read from
     ``CALIBRAX_COORDINATOR_ADDRESS``, ``CALIBRAX_NUM_PROCESSES`` and ``CALIBRAX_PROCESS_ID``
     (set by :func:`calibrax.parallel.launch_local`). Cluster auto-detection is turned off, so
-    nothing is probed on the network; the timeouts are short, so a missing or dead peer ends the
-    job in bounded time instead of hanging it.
+    nothing is probed on the network.
+
+    Before returning, every process takes part in one tiny all-gather. It builds the gloo
+    communicator while all processes are together: jaxlib gives that setup a fixed 30 s (not
+    reached by any timeout here), so a process arriving at its first collective more than 30 s
+    after the others would otherwise kill the job. Later collectives wait for late peers, and
+    :func:`sync` bounds that wait with ``sync_timeout``.
+
+    It also installs an ``atexit`` hook: a process that ends (normally or not) records that it
+    left the job, and why (the uncaught exception, if any), so that peers still waiting in
+    :func:`sync` raise at once, naming it. What the timeouts bound:
+
+    - ``heartbeat_timeout``: a process that stops responding (killed, host lost) is declared
+      dead after this long; JAX's coordination service then aborts every other process
+      (``SIGABRT``, "Terminating process because the JAX distributed service detected fatal
+      errors", with "Task N heartbeat timeout" in the log). The same happens to every process
+      when the coordinator (process 0) dies: its peers lose their heartbeat. jaxlib offers no
+      way to turn this into a Python exception (its ``missed_heartbeat_callback`` crashes with
+      ``std::bad_cast`` when called from Python).
+    - ``shutdown_timeout``: at exit, every process waits this long for the others in JAX's
+      shutdown barrier; a peer that never comes makes it abort.
+    - ``sync_timeout``: how long :func:`sync` waits for every process to arrive; past it, the
+      waiting processes raise ``TimeoutError`` naming the missing ones.
 
     Args:
         coordinator_address: ``"host:port"`` of process 0, where it serves the coordinator.
@@ -83,7 +123,8 @@ def initialize(
         process_id: This process's index, in ``[0, num_processes)``.
         initialization_timeout: Seconds to wait for every process to connect.
         heartbeat_timeout: Seconds without a heartbeat after which a peer counts as dead.
-        shutdown_timeout: Seconds process 0 waits for the others at shutdown.
+        shutdown_timeout: Seconds each process waits for the others at exit.
+        sync_timeout: Seconds :func:`sync` waits for the slowest process to reach it.
 
     Raises:
         ValueError: If a setting is missing (neither given nor in the environment) or invalid.
@@ -113,6 +154,12 @@ def initialize(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"expected `{name}` to be a positive integer, got {value!r}")
+    if (
+        isinstance(sync_timeout, bool)
+        or not isinstance(sync_timeout, (int, float))
+        or not sync_timeout > 0
+    ):
+        raise ValueError(f"expected `sync_timeout` to be a positive number, got {sync_timeout!r}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=address,
@@ -123,6 +170,84 @@ def initialize(
         heartbeat_timeout_seconds=heartbeat_timeout,
         shutdown_timeout_seconds=shutdown_timeout,
     )
+    _settings["sync_timeout"] = float(sync_timeout)
+    # Registered after JAX's own exit hook, so it runs first, while the coordinator still serves.
+    atexit.register(_leave)
+    multihost_utils.process_allgather(np.zeros((1,), dtype=np.int32))
+
+
+def _client() -> Any:
+    """The coordination-service client of this process, ``None`` outside a multi-process job."""
+    if jax.process_count() == 1:
+        return None
+    return distributed.global_state.client
+
+
+def _indices(entries: list[tuple[str, str]]) -> dict[int, str]:
+    return {int(key.rsplit("/", 1)[1]): value for key, value in entries}
+
+
+def _leave_reason() -> str:
+    # Set by the interpreter when an uncaught exception ends the program, before atexit hooks.
+    exc = getattr(sys, "last_value", None)
+    if exc is None:
+        return "it exited"
+    return f"it exited with {type(exc).__name__}: {exc}"
+
+
+def _record_leaving(client: Any, reason: str) -> None:
+    client.key_value_set(f"{_KEY}/left/{jax.process_index()}", reason, allow_overwrite=True)
+
+
+def _leave() -> None:
+    """``atexit``: tell the processes waiting in :func:`sync` that this one has left, and why."""
+    client = _client()
+    if client is None:
+        return
+    reason = _leave_reason()
+    # The UTC time lets logs of different hosts be lined up (and launch_local order failures).
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+    print(
+        f"calibrax: process {jax.process_index()} leaves the job at {now}: {reason}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        _record_leaving(client, reason)
+    except jax.errors.JaxRuntimeError:  # the coordinator is gone: nobody is left to tell
+        pass
+
+
+def _rendezvous(client: Any, number: int, timeout: float) -> None:
+    """Wait until every process reaches sync ``number``; raise if one left or ``timeout`` passes."""
+    count, here = jax.process_count(), jax.process_index()
+    client.key_value_set(f"{_KEY}/sync/{number}/{here}", "")
+    deadline = time.monotonic() + timeout
+    while True:
+        arrived = _indices(client.key_value_dir_get(f"{_KEY}/sync/{number}/"))
+        if len(arrived) == count:
+            return
+        left = {
+            p: why
+            for p, why in _indices(client.key_value_dir_get(f"{_KEY}/left/")).items()
+            if p not in arrived
+        }
+        if left:
+            first = min(left)
+            message = (
+                f"expected every process to reach sync #{number}, got process {first} leaving "
+                f"the job first ({left[first]}); see process {first}'s log for the cause"
+            )
+            _record_leaving(client, f"its sync #{number} failed because process {first} left")
+            raise RuntimeError(message)
+        if time.monotonic() >= deadline:
+            missing = ", ".join(str(p) for p in range(count) if p not in arrived)
+            _record_leaving(client, f"its sync #{number} timed out")
+            raise TimeoutError(
+                f"expected every process to reach sync #{number} within sync_timeout="
+                f"{timeout:g} s, got process(es) {missing} still missing"
+            )
+        time.sleep(_POLL_SECONDS)
 
 
 def process_shard(
@@ -272,9 +397,17 @@ def sync(metric: StatefulMetric) -> StatefulMetric:
         ValueError: If the configurations differ across processes (same message everywhere), or
             the metric's ``merge`` rejects the combined state (e.g. feature buffers whose total
             rows exceed ``max_samples``); the metric is left unchanged then.
+        RuntimeError: If another process left the job before reaching this sync (the message
+            names it and says why it left).
+        TimeoutError: If some process has not reached this sync within ``sync_timeout``
+            seconds (see :func:`initialize`); the message names them.
     """
     if not isinstance(metric, StatefulMetric):
         raise TypeError(f"expected `metric` to be a StatefulMetric, got {type(metric).__name__}")
+    client = _client()
+    if client is not None:
+        _settings["syncs"] += 1
+        _rendezvous(client, _settings["syncs"], _settings["sync_timeout"])
     encoded = json.dumps(_describe(metric), sort_keys=True).encode()
     descriptions = [json.loads(b) for b in _allgather_bytes(encoded)]
     message = _mismatch_message(descriptions)

@@ -24,6 +24,7 @@ from calibrax.metrics import FrechetDistance
 from calibrax.metrics import KernelDistance
 from calibrax.metrics import StreamingMeanSquaredError
 from calibrax.parallel import ProcessResult
+from calibrax.parallel import failure_report
 from calibrax.parallel import free_port
 from calibrax.parallel import launch_local
 from calibrax.parallel import process_shard
@@ -33,6 +34,7 @@ from calibrax.parallel.multihost import _mismatch_message
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_multihost_worker.py"
+FAILURE_WORKER = HERE / "_failure_worker.py"
 DIM = 6
 BATCH = 4  # the worker's batch size
 KID_SETTINGS = {"max_samples": 40, "subsets": 5, "subset_size": 8, "seed": 3}
@@ -210,6 +212,132 @@ def test_config_mismatch_errors_on_every_process_in_bounded_time(scratch, compil
     assert elapsed < MISMATCH_DEADLINE
 
 
+# ----------------------------------------------------------------- failures (3 processes, 2 items)
+# One launch per scenario, shared by the tests that read it. Heartbeat 5 s and shutdown 20 s
+# (set in the worker) end a failed job in seconds; each launch has a deadline.
+FAILURE_TIMEOUT = 120.0
+STRAGGLER_TIMEOUT = 240.0
+_jobs: dict[str, tuple[list[ProcessResult], float]] = {}
+
+
+def _failure_job(scenario: str, cache_dir: str) -> tuple[list[ProcessResult], float]:
+    if scenario not in _jobs:
+        start = time.monotonic()
+        procs = launch_local(
+            FAILURE_WORKER,
+            3,
+            [scenario],
+            timeout=STRAGGLER_TIMEOUT if scenario == "straggler" else FAILURE_TIMEOUT,
+            grace=30.0,
+            env=_env(1, cache_dir),
+        )
+        _jobs[scenario] = procs, time.monotonic() - start
+    return _jobs[scenario]
+
+
+def _two_items() -> dict[str, np.ndarray]:
+    """The worker's set of 2 items (the same seeded draws as `_failure_worker.data`)."""
+    rng = np.random.default_rng(7)
+    return {
+        "real": rng.normal(size=(2, 3)),
+        "fake": rng.normal(size=(2, 3)) + 0.5,
+        "predictions": rng.normal(size=(2,)),
+        "targets": rng.normal(size=(2,)),
+    }
+
+
+def _check_two_items(procs: list[ProcessResult]) -> None:
+    """Every process reports the values of one process fed both items."""
+    results = _results(procs)
+    assert [r["rows"] for r in results] == [1, 1, 0]  # process 2's shard is empty
+    for key in ("fid", "mse"):
+        assert len({r[key] for r in results}) == 1, key
+    items = _two_items()
+    fid = FrechetDistance(backbone=None, num_features=3)
+    fid.update(features=items["real"], real=True)
+    fid.update(features=items["fake"], real=False)
+    mse = StreamingMeanSquaredError(dtype=jnp.float64)
+    mse.update(predictions=items["predictions"], targets=items["targets"])
+    assert float.fromhex(results[0]["fid"]) == pytest.approx(
+        float(fid.compute()["frechet_distance"]), rel=1e-9, abs=1e-12
+    )
+    assert float.fromhex(results[0]["mse"]) == pytest.approx(
+        float(mse.compute()["mean_squared_error"]), rel=1e-12
+    )
+
+
+def test_more_processes_than_items_match_single_process(compile_cache):
+    # The README's pattern with 3 processes and 2 items: process 2 updates with empty shards.
+    procs, elapsed = _failure_job("none", compile_cache)
+    _check_two_items(procs)
+    assert failure_report(procs) is None
+    assert elapsed < FAILURE_TIMEOUT
+
+
+@pytest.mark.slow
+def test_a_process_60s_late_to_sync_does_not_kill_the_job(compile_cache):
+    # Process 1 sleeps 60 s in its update, twice jaxlib's fixed 30 s for the gloo setup that
+    # `initialize` now does while every process is there.
+    procs, elapsed = _failure_job("straggler", compile_cache)
+    _check_two_items(procs)
+    assert elapsed >= 60
+
+
+def _leaving_first(p: int, why: str) -> str:
+    return (
+        f"RuntimeError: expected every process to reach sync #1, got process {p} leaving the "
+        f"job first ({why}); see process {p}'s log for the cause"
+    )
+
+
+def test_a_process_raising_before_sync_ends_the_job_with_its_error(compile_cache):
+    procs, elapsed = _failure_job("raise", compile_cache)
+    assert [(p.returncode, p.killed) for p in procs] == [(1, False)] * 3, failure_report(procs)
+    assert "ValueError: bad batch on process 1\n" in procs[1].stderr
+    for p in (0, 2):
+        assert (
+            _leaving_first(1, "it exited with ValueError: bad batch on process 1")
+            in procs[p].stderr
+        )
+        assert "RESULT" not in procs[p].stdout
+    report = failure_report(procs)
+    assert report.startswith("process 1 of 3 failed first (exit code 1) after "), report
+    assert "; process 0: exit code 1; process 2: exit code 1. The end of its standard error:\n" in (
+        report
+    )
+    assert "ValueError: bad batch on process 1" in report
+    assert elapsed < FAILURE_TIMEOUT
+
+
+def test_the_coordinator_exiting_before_sync_ends_the_job_with_its_exit_code(compile_cache):
+    procs, elapsed = _failure_job("coordinator", compile_cache)
+    assert [(p.returncode, p.killed) for p in procs] == [(3, False), (1, False), (1, False)], (
+        failure_report(procs)
+    )
+    for p in (1, 2):
+        assert _leaving_first(0, "it exited") in procs[p].stderr
+    assert failure_report(procs).startswith("process 0 of 3 failed first (exit code 3) after ")
+    assert elapsed < FAILURE_TIMEOUT
+
+
+def test_a_killed_process_ends_the_job_and_is_reported_first(compile_cache):
+    # Nothing in the process can say it is leaving: JAX's coordination service declares it dead
+    # after the heartbeat timeout and aborts the others (jaxlib offers no Python hook for it).
+    procs, elapsed = _failure_job("kill", compile_cache)
+    assert [(p.returncode, p.killed) for p in procs] == [(-6, False), (-9, False), (-6, False)], (
+        failure_report(procs)
+    )
+    for p in (0, 2):
+        assert "Terminating process because the JAX distributed service detected fatal errors" in (
+            procs[p].stderr
+        )
+        assert "stopped sending heartbeats" in procs[p].stderr
+    assert failure_report(procs).startswith(
+        "process 1 of 3 failed first (killed by SIGKILL) after "
+    )
+    assert elapsed < FAILURE_TIMEOUT
+
+
 # ----------------------------------------------------------------- in-process (one process)
 def _kid(dim=DIM, **overrides):
     return KernelDistance(backbone=None, num_features=dim, **{**KID_SETTINGS, **overrides})
@@ -317,6 +445,15 @@ def test_process_shard_rejects_bad_arguments(args, message):
             },
             "expected `initialization_timeout` to be a positive integer, got 0",
         ),
+        (
+            {
+                "coordinator_address": "127.0.0.1:1234",
+                "num_processes": 2,
+                "process_id": 0,
+                "sync_timeout": -1.0,
+            },
+            "expected `sync_timeout` to be a positive number, got -1.0",
+        ),
     ],
 )
 def test_initialize_rejects_bad_settings(monkeypatch, kwargs, message):
@@ -397,6 +534,46 @@ def test_launch_kills_the_others_when_one_fails(scratch):
     assert [p.killed for p in procs] == [True, False, True]
     for p in range(3):
         assert not _alive(int((scratch / str(p)).read_text()))
+
+
+def test_failure_report_names_the_first_leaver_with_its_status_and_stderr_tail(scratch):
+    # Process 2 writes the exit hook's line first (its time is in it), then exits 1; process 0
+    # exits 2 later without such a line; process 1 succeeds.
+    script = _script(
+        scratch,
+        "import datetime\n"
+        "p = int(os.environ['CALIBRAX_PROCESS_ID'])\n"
+        "if p == 2:\n"
+        "    now = datetime.datetime.now(datetime.UTC).isoformat()\n"
+        "    print('line a', file=sys.stderr)\n"
+        "    print(f'calibrax: process 2 leaves the job at {now}: it exited', file=sys.stderr)\n"
+        "    time.sleep(1.0)\n"
+        "    sys.exit(1)\n"
+        "if p == 0:\n"
+        "    time.sleep(0.5)\n"
+        "    sys.exit(2)\n",
+    )
+    procs = launch_local(script, 3, timeout=60, grace=10)
+    assert [p.returncode for p in procs] == [2, 0, 1]
+    assert procs[1].failed_at is None
+    assert procs[2].failed_at < procs[0].failed_at
+    report = failure_report(procs, tail_lines=2)
+    assert re.fullmatch(
+        r"process 2 of 3 failed first \(exit code 1\) after \d+\.\d s; process 0: exit code 2; "
+        r"process 1: exit code 0\. The end of its standard error:\n"
+        r"line a\ncalibrax: process 2 leaves the job at \S+: it exited",
+        report,
+    ), report
+
+
+def test_failure_report_without_failures():
+    ok = ProcessResult(process_id=0, returncode=0, stdout="", stderr="", killed=False)
+    assert failure_report([ok]) is None
+    late = ProcessResult(process_id=1, returncode=-9, stdout="", stderr="", killed=True)
+    assert failure_report([ok, late]) == (
+        "no process failed before the launcher killed some: process 0: exit code 0; "
+        "process 1: killed by the launcher"
+    )
 
 
 def test_launch_kills_everything_at_the_deadline(scratch):
