@@ -1,6 +1,14 @@
-"""Tier 2: learned perceptual metrics (LPIPS), 2AFC data, training and evaluation."""
+"""Tier 2: learned perceptual metrics (LPIPS), 2AFC data, training and evaluation; calibration heads."""
 
 from calibrax.learned.base import LearnedMetric
+from calibrax.learned.calibration import CalibrationKnots
+from calibrax.learned.calibration import CalibrationReport
+from calibrax.learned.calibration import DirichletCalibration
+from calibrax.learned.calibration import IsotonicCalibration
+from calibrax.learned.calibration import MatrixScaling
+from calibrax.learned.calibration import PlattScaling
+from calibrax.learned.calibration import TemperatureScaling
+from calibrax.learned.calibration import VectorScaling
 from calibrax.learned.data import DISTORTIONS
 from calibrax.learned.data import JNDFolder
 from calibrax.learned.data import SyntheticTwoAFC
@@ -28,13 +36,21 @@ __all__ = [
     "DISTORTIONS",
     "LPIPS",
     "TRUNKS",
+    "CalibrationKnots",
+    "CalibrationReport",
+    "DirichletCalibration",
+    "IsotonicCalibration",
     "JNDFolder",
     "LPIPSMetric",
     "LPIPSTrainer",
     "LearnedMetric",
+    "MatrixScaling",
+    "PlattScaling",
     "RankingHead",
     "SyntheticTwoAFC",
+    "TemperatureScaling",
     "TwoAFCFolder",
+    "VectorScaling",
     "distort",
     "evaluate_2afc",
     "fit",
