@@ -8,6 +8,10 @@ Commands::
                                 keys) and the real feature rows KID/PRDC need, in one .npz
     calibrax lpips IMG1 IMG2    LPIPS distance between two images
     calibrax train-lpips        train LPIPS heads on synthetic 2AFC data
+    calibrax calibrate F.npz --method M -o HEAD
+                                fit a calibration head (temperature, vector, matrix, dirichlet)
+                                on held-out logits (.npz keys `logits`, `labels`), print NLL/ECE
+                                before and after, save the head
     calibrax weights list       known weight files, whether present, sha256, source, licence
     calibrax weights import NAME PATH
     calibrax bench [NAME]       run a benchmark against its performance targets
@@ -438,6 +442,52 @@ def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+CALIBRATION_METHODS = ("temperature", "vector", "matrix", "dirichlet")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from calibrax import learned
+    from calibrax.io import save_state
+
+    path = Path(args.logits)
+    if not path.is_file():
+        raise CLIError(
+            f"expected `LOGITS` to be an .npz file, got {str(path)!r} which does not exist"
+        )
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in ("logits", "labels") if k not in npz.files]
+        if missing:
+            raise CLIError(
+                f"expected {str(path)!r} to hold the arrays 'logits' and 'labels', "
+                f"got keys {sorted(npz.files)}"
+            )
+        logits, labels = npz["logits"], npz["labels"]
+    if logits.ndim != 2:
+        raise CLIError(
+            f"expected `logits` to have 2 dims (batch, num_classes), got shape {logits.shape}"
+        )
+    k = logits.shape[1]
+    if args.method == "temperature":
+        head = learned.TemperatureScaling()
+    elif args.method == "vector":
+        head = learned.VectorScaling(k)
+    elif args.method == "matrix":
+        head = learned.MatrixScaling(k)
+    else:
+        head = learned.DirichletCalibration(k)
+    report = head.fit(logits, labels)
+    metadata = {"method": args.method, "num_classes": int(k), **report.as_dict()}
+    save_state(args.out, head, metadata=metadata, overwrite=args.overwrite)
+    result = {"method": args.method, "samples": int(logits.shape[0]), "num_classes": int(k)}
+    result.update(report.as_dict())
+    if args.method == "temperature":
+        result["temperature"] = float(head.temperature)
+    result["head"] = str(Path(args.out).resolve())
+    return result
+
+
 def cmd_weights(args: argparse.Namespace) -> dict[str, Any]:
     from calibrax.io import weights
 
@@ -608,6 +658,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="lpips_run")
     common(p, backbone=False)
     p.set_defaults(func=cmd_train_lpips)
+
+    p = sub.add_parser("calibrate", help="fit a calibration head on held-out logits (.npz)")
+    p.add_argument("logits", metavar="LOGITS", help="an .npz with arrays `logits` and `labels`")
+    p.add_argument("--method", choices=CALIBRATION_METHODS, default="temperature")
+    p.add_argument("-o", "--out", required=True, help="checkpoint directory for the fitted head")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_calibrate, progress=False)
 
     p = sub.add_parser("weights", help="list or import weight files")
     p.add_argument("action", choices=("list", "import"))

@@ -495,3 +495,36 @@ def test_reference_errors_through_the_entry_point(folders, tmp_path):
         run("fid", str(folders / "a"), str(folders / "b"), "--metrics", "fid,fvd"),
         "expected `--metrics` to be a comma-separated list of fid, kid, is, prdc, got 'fid,fvd'",
     )
+
+
+def test_calibrate_fits_prints_and_saves_a_restorable_head(tmp_path):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from calibrax.io import read_metadata
+    from calibrax.io import restore_state
+    from calibrax.learned import TemperatureScaling
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 120)
+    logits = rng.normal(size=(120, 3))
+    logits[np.arange(120), labels] += 1.0
+    np.savez(tmp_path / "val.npz", logits=(4.0 * logits).astype(np.float32), labels=labels)
+
+    proc = run("calibrate", str(tmp_path / "val.npz"), "-o", str(tmp_path / "head"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["method"] == "temperature" and result["num_classes"] == 3
+    assert result["nll_after"] < result["nll_before"] and result["temperature"] > 1.0
+    head = restore_state(tmp_path / "head", nnx.eval_shape(TemperatureScaling))
+    assert float(head.temperature) == pytest.approx(result["temperature"], rel=1e-6)
+    assert read_metadata(tmp_path / "head")["metadata"]["method"] == "temperature"
+    report = head.evaluate(jnp.asarray(logits * 4.0, jnp.float32), jnp.asarray(labels))
+    assert report.nll_after == pytest.approx(result["nll_after"], rel=1e-4)
+
+    np.savez(tmp_path / "bad.npz", scores=logits)
+    _one_line_error(
+        run("calibrate", str(tmp_path / "bad.npz"), "-o", str(tmp_path / "x")),
+        f"expected {str(tmp_path / 'bad.npz')!r} to hold the arrays 'logits' and 'labels', "
+        "got keys ['scores']",
+    )
