@@ -157,18 +157,20 @@ class _GradientHead(nnx.Module):
         return nll + self.penalty()
 
     def _check(self, logits, labels) -> None:
-        checks.check_floating(logits, "logits")
+        # Binary heads take scores; their messages say so.
+        name = "scores" if self.binary else "logits"
+        checks.check_floating(logits, name)
         checks.check_integer(labels, "labels")
         if self.binary:
-            checks.check_rank(logits, 1, "logits", "batch")
+            checks.check_rank(logits, 1, name, "batch")
         else:
-            checks.check_rank(logits, 2, "logits", "batch, num_classes")
+            checks.check_rank(logits, 2, name, "batch, num_classes")
             if self.num_classes is not None:
-                checks.check_dim(logits, 1, self.num_classes, "logits", "num_classes")
+                checks.check_dim(logits, 1, self.num_classes, name, "num_classes")
         checks.check_rank(labels, 1, "labels", "batch")
-        checks.check_same_length(logits, labels, "logits", "labels")
-        checks.check_min_samples(logits, MIN_SAMPLES, "logits")
-        checks.check_finite(logits, "logits")
+        checks.check_same_length(logits, labels, name, "labels")
+        checks.check_min_samples(logits, MIN_SAMPLES, name)
+        checks.check_finite(logits, name)
         k = 2 if self.binary else logits.shape[1]
         checks.check_labels_in_range(labels, k, "labels")
 

@@ -94,8 +94,10 @@ def test_bad_input_exact_messages(logits, labels, error, match):
 
 def test_bad_binary_input_and_settings(binary):
     scores, labels = binary
-    with pytest.raises(ValueError, match=r"expected `logits` to have 1 dims \(batch\)"):
+    with pytest.raises(ValueError, match=r"expected `scores` to have 1 dims \(batch\)"):
         PlattScaling().fit(scores[:, None], labels)
+    with pytest.raises(ValueError, match="expected `scores` to be finite, got 1 NaN and 0 Inf"):
+        IsotonicCalibration().fit(scores.at[0].set(jnp.nan), labels)
     with pytest.raises(ValueError, match=r"expected `labels` to be in \[0, 1\] \(num_classes=2\)"):
         IsotonicCalibration().fit(scores, labels + 1)
     with pytest.raises(ValueError, match="expected the isotonic fit to need at most `max_knots`=2"):
