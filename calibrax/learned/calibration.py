@@ -339,7 +339,9 @@ class MatrixScaling(_AffineHead):
     .. math:: \\lambda \\frac{1}{k(k-1)} \\sum_{i \\ne j} W_{ij}^2 + \\mu \\frac1k \\sum_j b_j^2
 
     with ``off_diagonal_l2`` = :math:`\\lambda` and ``intercept_l2`` = :math:`\\mu` (choose them
-    by cross-validation, as the paper does). ``W`` starts at the identity, ``b`` at zero.
+    by cross-validation, as the paper does: the 1e-3 defaults are weak, and with few rows per
+    parameter the fit overfits; the diagonal is never penalised). ``W`` starts at the identity,
+    ``b`` at zero.
 
     Args:
         num_classes: Number of classes ``k``.
