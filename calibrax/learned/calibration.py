@@ -477,6 +477,7 @@ class IsotonicCalibration(nnx.Module):
     function's knots as :class:`CalibrationKnots`, padded to ``max_knots`` by repeating the last
     knot; ``__call__`` interpolates between the knots with ``jnp.interp`` (jit-able) and clips
     outside the fitted range, as scikit-learn's ``IsotonicRegression(out_of_bounds="clip")``.
+    Before ``fit`` it returns NaN.
     Equal scores are pooled first (weighted mean of their labels), and only the first and last
     knot of each plateau are kept, as scikit-learn does.
 
@@ -496,7 +497,8 @@ class IsotonicCalibration(nnx.Module):
         self.dtype = dtype
         self.max_knots = max_knots
         self.x_knots = CalibrationKnots(jnp.zeros((max_knots,), dtype))
-        self.y_knots = CalibrationKnots(jnp.zeros((max_knots,), dtype))
+        # NaN until fitted: an unfitted head must not return plausible probabilities.
+        self.y_knots = CalibrationKnots(jnp.full((max_knots,), jnp.nan, dtype))
 
     def __call__(self, scores: Float[Array, " batch"]) -> jax.Array:
         """P(class 1) for each score, shape (batch,)."""

@@ -57,6 +57,7 @@ def test_fit_lowers_nll_and_returns_probabilities(data):
 
 def test_binary_heads(binary):
     platt, iso = PlattScaling(), IsotonicCalibration(max_knots=256)
+    assert np.isnan(np.asarray(iso(binary[0]))).all()  # unfitted
     platt.scale[...] = jnp.asarray(0.5, jnp.float32)
     assert iso.fit(*binary).ece_after < 1e-5
     for head in (platt, iso):
