@@ -98,10 +98,15 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic))
 
 
-def _check_rows(x: Any, name: str, n_devices: int, axis_name: str) -> None:
+def _check_rows(
+    x: Any, name: str, n_devices: int, axis_name: str, *, allow_empty: bool = False
+) -> None:
     shape = tuple(np.shape(x))
     if not shape:
         raise ValueError(f"expected `{name}` to have a leading batch axis, got shape {shape}")
+    if not allow_empty:
+        # A batch to train on must hold rows; a metric update with none is a no-op instead.
+        checks.check_nonempty(x, name)
     if shape[0] % n_devices:
         raise ValueError(
             f"expected `{name}` to have a batch size divisible by {n_devices} (the devices on "
@@ -177,7 +182,7 @@ def _split_inputs(
     arrays, static = {}, []
     for key, value in sorted(inputs.items()):
         if _is_array(value):  # numpy scalars too, to reject them as arrays without a batch axis
-            _check_rows(value, key, n_devices, axis_name)
+            _check_rows(value, key, n_devices, axis_name, allow_empty=True)
             arrays[key] = value
         elif isinstance(value, Hashable):
             static.append((key, value))

@@ -53,7 +53,7 @@ def _run(make, loss_fn, tx, batches, mesh):
     return module, losses, history
 
 
-def _assert_same_training(make, loss_fn, tx, batches, meshes):
+def _assert_same_training(make, loss_fn, tx, batches, meshes, param_tol=TOL):
     eight, one = meshes
     initial = _params(make())
     m8, losses8, hist8 = _run(make, loss_fn, tx, batches, eight)
@@ -62,7 +62,7 @@ def _assert_same_training(make, loss_fn, tx, batches, meshes):
     p8, p1 = _params(m8), _params(m1)
     assert p8.keys() == p1.keys() == initial.keys()
     for key in p1:
-        np.testing.assert_allclose(p8[key], p1[key], rtol=TOL, atol=TOL, err_msg=key)
+        np.testing.assert_allclose(p8[key], p1[key], rtol=param_tol, atol=param_tol, err_msg=key)
         assert not np.allclose(p1[key], initial[key]), f"{key} was not trained"
     # The parameters stay replicated on all 8 devices after the update.
     for _, var in nnx.iter_graph(m8):
@@ -101,8 +101,13 @@ def test_lpips_heads_train_the_same_on_eight_devices(meshes):
     ]
     # Adam with lr 3e-2, beta1 0.5 (the LPIPS recipe's beta1): some heads reach 0 and are clamped
     # by `project`, which the step must run on every device.
+    # Parameters to 1e-4: the 8-device gradient is the 1-device one summed in another order
+    # (float32), and Adam divides each coordinate by its own gradient scale, which turns a
+    # rounding-level difference of a near-zero coordinate into a visible one (measured 3.4e-6
+    # absolute, 1.9e-5 relative, on 2 of 160 ranker weights; 0 before on another CPU). A wrong
+    # reduction (a mean taken twice, a device's rows dropped) moves them by far more than 1e-4.
     model, _ = _assert_same_training(
-        _lpips_trainer, _lpips_loss, optax.adam(3e-2, b1=0.5), batches, meshes
+        _lpips_trainer, _lpips_loss, optax.adam(3e-2, b1=0.5), batches, meshes, param_tol=1e-4
     )
     for head in model.model.heads:
         assert np.all(np.asarray(head.weight[...]) >= 0.0)
