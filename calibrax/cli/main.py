@@ -315,12 +315,12 @@ def cmd_fid(args: argparse.Namespace) -> dict[str, Any]:
     if ref is not None:
         # A pytorch-fid file has no count; it only weights later real batches, and none follow.
         metric.load_reference(ref, num_samples=None if ref.num_samples else 2)
-        n_real = ref.num_samples or 2
+        n_real = ref.num_samples  # None (reported as unknown) for a file without a count
     else:
         n_real = _feed(metric, _folder(real, metric.input_size, args), True, args)
     n_fake = _feed(metric, _folder(fake, metric.input_size, args), False, args)
     for n, p in ((n_real, real), (n_fake, fake)):
-        if n < 2:
+        if n is not None and n < 2:
             raise CLIError(f"expected at least 2 readable images in {p!r}, got {n}")
     value = float(metric.compute()["frechet_distance"])
     n_a, n_b = (n_real, n_fake) if real == args.a else (n_fake, n_real)
@@ -526,6 +526,8 @@ def _print_human(result: dict[str, Any]) -> None:
     if "targets" in result:
         return  # the table was printed
     for k, v in result.items():
+        if v is None:
+            v = "unknown"  # e.g. the sample count of a pytorch-fid file, which stores none
         print(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}")
 
 

@@ -169,9 +169,16 @@ class Reference:
                 f"`resize_method`), got {self.resize!r}"
             )
         if self.num_features != num_features:
+            hint = ""
+            if self.num_features == 2048 and self.backbone in (None, "inception-v3-fid"):
+                # pytorch-fid's and clean-fid's statistics files are InceptionV3 pool features.
+                hint = (
+                    "; 2048 features are InceptionV3-FID's, as pytorch-fid writes them: use "
+                    'backbone="inception-v3-fid" (--backbone inception-v3-fid)'
+                )
             raise ValueError(
                 f"expected {where} to have {num_features} features (the metric's "
-                f"`num_features`), got {self.num_features}"
+                f"`num_features`), got {self.num_features}{hint}"
             )
 
     def fid_statistics(self, num_samples: int | None, dtype: np.dtype) -> tuple[Any, Any, int]:

@@ -528,3 +528,29 @@ def test_calibrate_fits_prints_and_saves_a_restorable_head(tmp_path):
         f"expected {str(tmp_path / 'bad.npz')!r} to hold the arrays 'logits' and 'labels', "
         "got keys ['scores']",
     )
+
+
+def test_pytorch_fid_file_count_is_unknown_and_2048_features_name_the_backbone(
+    folders, tmp_path, tiny_cli
+):
+    from flax import nnx
+
+    from calibrax.metrics.random_backbone import RandomConvBackbone
+
+    d = RandomConvBackbone(rngs=nnx.Rngs(0)).num_features
+    pfid = tmp_path / "pfid.npz"
+    np.savez(pfid, mu=np.zeros(d), sigma=np.eye(d) * 0.01)
+    code, out, err = tiny_cli("fid", str(pfid), str(folders / "b"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["num_a"] is None and result["num_b"] == 5  # no count in the file: unknown
+    code, out, err = tiny_cli("fid", str(pfid), str(folders / "b"))
+    assert code == 0 and "num_a: unknown" in out, (out, err)
+    inception = tmp_path / "inception.npz"
+    np.savez(inception, mu=np.zeros(2048), sigma=np.eye(2048, dtype=np.float32))
+    code, out, err = tiny_cli("fid", str(inception), str(folders / "b"))
+    assert code == 1
+    assert (
+        "got 2048; 2048 features are InceptionV3-FID's, as pytorch-fid writes them: use "
+        'backbone="inception-v3-fid" (--backbone inception-v3-fid)'
+    ) in err, err
