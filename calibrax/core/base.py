@@ -74,6 +74,20 @@ class Rows(NamedTuple):
             return base
         return jnp.where(self.keep, base, jnp.zeros((), dtype))
 
+    def weighted_sums(
+        self, per_total: jax.Array, per_count: jax.Array, dtype: Any, count_dtype: Any
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(Σ w·total, Σ w·count, Σ count)`` over the kept rows, from per-row statistics.
+
+        The state increments of an average (``total / weight``) whose row ``i`` adds
+        ``per_total[i]`` over ``per_count[i]`` elements; the last sum is the exact row count.
+        """
+        factor = self.factor(dtype)
+        total = jnp.sum(self.where(per_total.astype(dtype) * factor))
+        weight = jnp.sum(self.where(per_count.astype(dtype) * factor))
+        count = jnp.sum(self.where(per_count), dtype=count_dtype)
+        return total, weight, count
+
     def where(self, values: jax.Array, fill: Any = 0) -> jax.Array:
         """``values`` with masked rows (axis 0) replaced by ``fill`` (NaN-safe, unlike a product)."""
         if self.keep is None:

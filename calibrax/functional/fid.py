@@ -146,21 +146,20 @@ def trace_sqrt_product(
     return jnp.where(ok & _semidefinite(eigenvalues), value, jnp.nan)
 
 
-def _psd_tolerance(d: int, dtype: np.dtype) -> float:
+def _psd_tolerance(d: int) -> float:
     """Relative size of the negative eigenvalues that rounding gives a PSD matrix.
 
-    float32's eps whatever ``dtype`` says: float64 statistics are usually accumulated from the
+    float32's eps whatever the dtype: float64 statistics are usually accumulated from the
     float32 Gram matrices of float32 features, so they carry float32 rounding (a rank-deficient
     sample covariance of 5 backbone features at d = 1280 has eigenvalues down to -7e-7 here).
     A covariance that is not one has eigenvalues negative by far more (a sign flip: -1).
     """
-    del dtype
     return 16.0 * d * float(np.finfo(np.float32).eps)
 
 
 def _semidefinite(eigenvalues: jax.Array) -> jax.Array:
     """Whether no eigenvalue is negative beyond rounding (relative to the largest in size)."""
-    tol = _psd_tolerance(eigenvalues.shape[0], eigenvalues.dtype)
+    tol = _psd_tolerance(eigenvalues.shape[0])
     return jnp.min(eigenvalues) >= -tol * jnp.max(jnp.abs(eigenvalues))
 
 
@@ -182,20 +181,28 @@ def _check_gaussian_values(mu: jax.Array, sigma: jax.Array, mu_name: str, sigma_
     checks.check_finite(mu, mu_name)
     checks.check_finite(sigma, sigma_name)
     if checks.is_concrete(sigma):
-        s = np.asarray(sigma, np.float64)
-        gap = float(np.max(np.abs(s - s.T))) if s.size else 0.0
-        if gap > _SYMMETRY_RTOL * max(float(np.max(np.abs(s))) if s.size else 0.0, 1e-300):
+        gap = _asymmetry(np.asarray(sigma, np.float64))
+        if gap is not None:
             raise ValueError(
                 f"expected `{sigma_name}` to be symmetric (a covariance), got "
                 f"max |{sigma_name} - {sigma_name}ᵀ| = {gap:.3g}"
             )
 
 
+def _asymmetry(s: np.ndarray) -> float | None:
+    """``max|s - sᵀ|`` when it exceeds ``_SYMMETRY_RTOL`` of ``max|s|`` (the numpy side of
+    :func:`_symmetric`), else ``None``."""
+    if not s.size:
+        return None
+    gap = float(np.max(np.abs(s - s.T)))
+    return gap if gap > _SYMMETRY_RTOL * max(float(np.max(np.abs(s))), 1e-300) else None
+
+
 def _check_semidefinite(sigma: jax.Array, name: str) -> None:
     """Eagerly, raise if ``sigma`` has an eigenvalue negative beyond rounding."""
     s = np.asarray(sigma, np.float64)
     w = np.linalg.eigvalsh((s + s.T) / 2)
-    tol = _psd_tolerance(s.shape[0], np.dtype(np.asarray(sigma).dtype))
+    tol = _psd_tolerance(s.shape[0])
     if w.size and w.min() < -tol * np.max(np.abs(w)):
         raise ValueError(
             f"expected `{name}` to be positive semi-definite (a covariance), got the eigenvalue "
@@ -310,10 +317,9 @@ def _frechet_numpy(mu1, sigma1, mu2, sigma2) -> np.ndarray:
     mu1, sigma1, mu2, sigma2 = (np.asarray(a, np.float64) for a in (mu1, sigma1, mu2, sigma2))
     if not all(np.all(np.isfinite(a)) for a in (mu1, sigma1, mu2, sigma2)):
         return np.asarray(np.nan, np.float32)  # NaN in, NaN out (as the jitted closed form)
-    for s in (sigma1, sigma2):
-        if np.max(np.abs(s - s.T)) > _SYMMETRY_RTOL * max(np.max(np.abs(s)), 1e-300):
-            return np.asarray(np.nan, np.float32)
-    tol = _psd_tolerance(sigma1.shape[0], np.dtype(np.float32))
+    if _asymmetry(sigma1) is not None or _asymmetry(sigma2) is not None:
+        return np.asarray(np.nan, np.float32)
+    tol = _psd_tolerance(sigma1.shape[0])
     try:
         factor = np.linalg.cholesky(sigma1)
     except np.linalg.LinAlgError:

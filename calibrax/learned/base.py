@@ -82,15 +82,13 @@ class LearnedMetric(StatefulMetric):
         rows, (predictions, targets) = rows.compact(predictions, targets)
         d = jax.lax.stop_gradient(self.distance(predictions, targets)).astype(jnp.float32)
         if rows.all:
-            self.total[...] = self.total[...] + jnp.sum(d)
-            self.total_weight[...] = self.total_weight[...] + jnp.asarray(d.shape[0], jnp.float32)
-            self.count[...] = self.count[...] + jnp.asarray(d.shape[0], jnp.int32)
-            return
-        factor = rows.factor(jnp.float32)
-        self.total[...] = self.total[...] + jnp.sum(rows.where(d * factor))
-        self.total_weight[...] = self.total_weight[...] + jnp.sum(factor)
-        kept = rows.keep if rows.keep is not None else jnp.ones(d.shape[0], bool)
-        self.count[...] = self.count[...] + jnp.sum(kept, dtype=jnp.int32)
+            total, weight, count = jnp.sum(d), jnp.float32(d.shape[0]), jnp.int32(d.shape[0])
+        else:
+            ones = jnp.ones(d.shape[0], jnp.int32)
+            total, weight, count = rows.weighted_sums(d, ones, jnp.float32, jnp.int32)
+        self.total[...] = self.total[...] + total
+        self.total_weight[...] = self.total_weight[...] + weight
+        self.count[...] = self.count[...] + count
 
     def compute(self) -> dict[str, jax.Array]:
         """The mean (or sum) of every distance accumulated since the last reset.

@@ -82,10 +82,9 @@ class SumCountMetric(StatefulMetric):
             per_total, per_count = jax.vmap(lambda p, t: self._batch(p[None], t[None]))(
                 predictions, targets
             )
-            factor = rows.factor(dtype)
-            total = jnp.sum(rows.where(per_total.astype(dtype) * factor))
-            weight = jnp.sum(rows.where(per_count.astype(dtype) * factor))
-            count = jnp.sum(rows.where(per_count), dtype=self.count[...].dtype)
+            total, weight, count = rows.weighted_sums(
+                per_total, per_count, dtype, self.count[...].dtype
+            )
         self.total[...] = self.total[...] + total.astype(dtype)
         self.total_weight[...] = self.total_weight[...] + weight
         self.count[...] = self.count[...] + count.astype(self.count[...].dtype)

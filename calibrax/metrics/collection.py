@@ -186,10 +186,12 @@ class GenerativeMetrics(FrozenBackboneMetric):
                 setattr(self.prdc, f"{side}_features", getattr(self.kid, f"{side}_features"))
                 setattr(self.prdc, f"{side}_count", getattr(self.kid, f"{side}_count"))
 
-    def _fed(self) -> tuple[StatefulMetric, ...]:
+    def _fed_keys(self) -> tuple[str, ...]:
         """The members whose state ``update``/``merge``/``reduce`` write (one per buffer)."""
-        owners = [k for k in self.members if not (k == "prdc" and "kid" in self.members)]
-        return tuple(getattr(self, _ATTRS[k]) for k in owners)
+        return tuple(k for k in self.members if not (k == "prdc" and "kid" in self.members))
+
+    def _fed(self) -> tuple[StatefulMetric, ...]:
+        return tuple(getattr(self, _ATTRS[k]) for k in self._fed_keys())
 
     def _embed(self, images: jax.Array, rows: Any, want_logits: bool) -> tuple[Any, Any]:
         """Features and (when wanted) logits of a batch from one backbone pass."""
@@ -231,36 +233,23 @@ class GenerativeMetrics(FrozenBackboneMetric):
             TypeError: On a wrong image dtype or a non-bool ``real``.
         """
         real = self._check_real_flag(real)
-        if (images is None) == (features is None):
-            got = "both" if images is not None else "neither"
-            raise ValueError(f"expected exactly one of `images` and `features`, got {got}")
-        rows = self._rows(images if images is not None else features, mask)
-        if rows is None:
+        given = self._inputs(images, features, "features", mask, logits)
+        if given is None:
             return
-        # Eagerly the masked rows are dropped here (the members then see a plain batch).
-        rows, (images, features, logits) = rows.compact(images, features, logits)
+        rows, images, features, logits = given
         want_logits = "is" in self.members and not real
         if images is not None:
-            if self.backbone is None:
-                raise ValueError(
-                    "expected `features` (this metric was built with backbone=None), got `images`"
-                )
             features, logits = self._embed(images, rows, want_logits)
-        elif want_logits:
-            if logits is None:
-                raise ValueError(
-                    "expected `logits` with precomputed generated `features` (the collection "
-                    'computes the inception score, "is"), got None'
-                )
-        keep = rows.keep
-        for key in self.members:
-            if key == "prdc" and "kid" in self.members:
-                continue
-            if key == "is":
-                if want_logits:
-                    self.inception.update(logits=logits, mask=keep)
-                continue
-            getattr(self, key).update(features=features, real=real, mask=keep)
+        elif want_logits and logits is None:
+            raise ValueError(
+                "expected `logits` with precomputed generated `features` (the collection "
+                'computes the inception score, "is"), got None'
+            )
+        for key in self._fed_keys():
+            if key != "is":
+                getattr(self, _ATTRS[key]).update(features=features, real=real, mask=rows.keep)
+            elif want_logits:
+                self.inception.update(logits=logits, mask=rows.keep)
 
     def compute(self) -> dict[str, jax.Array]:
         """Every member's values in one dict.

@@ -34,10 +34,9 @@ from calibrax.functional.resize import RESIZE_MODES
 from calibrax.functional.resize import resize_images
 from calibrax.metrics.reference import backbone_name
 
-__all__ = ["DEFAULT_BACKBONE", "RESIZE_METHODS", "FrozenBackboneMetric"]
+__all__ = ["DEFAULT_BACKBONE", "FrozenBackboneMetric"]
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
-RESIZE_METHODS = ("nearest", "bilinear", "linear", "bicubic", "cubic", "lanczos3", "lanczos5")
 
 
 def resolve_statistics_dtype(dtype: Any, owner: str) -> np.dtype:
@@ -272,24 +271,37 @@ class FrozenBackboneMetric(StatefulMetric):
         return jnp.asarray(features)
 
     def _inputs(
-        self, images: jax.Array | None, features: jax.Array | None, name: str, mask: Any
-    ) -> tuple[Rows, jax.Array | None, jax.Array | None] | None:
-        """The shared empty-batch/mask rule on whichever of ``images``/``features`` is given.
+        self,
+        images: jax.Array | None,
+        features: jax.Array | None,
+        name: str,
+        mask: Any,
+        *extra: jax.Array | None,
+    ) -> tuple[Any, ...] | None:
+        """The shared input rule: exactly one of ``images``/``features``, then empty batches and
+        masks (``StatefulMetric._rows``).
 
-        Returns ``None`` when the update is a no-op. With a concrete mask (eager updates) the
-        masked rows are dropped here, so the backbone and the checks never see padding and the
-        state is exactly that of the unpadded batch; under jit the mask is returned for the
-        masked statistics.
+        Returns ``None`` when the update is a no-op, else ``(rows, images, features, *extra)``.
+        With a concrete mask (eager updates) the masked rows of every array are dropped here, so
+        the backbone and the checks never see padding and the state is exactly that of the
+        unpadded batch; under jit the mask is returned for the masked statistics.
+
+        Raises:
+            ValueError: If not exactly one of ``images``/``features`` is given, or ``images``
+                are given to a metric without a backbone.
         """
         if (images is None) == (features is None):
             got = "both" if images is not None else "neither"
             raise ValueError(f"expected exactly one of `images` and `{name}`, got {got}")
-        given = images if images is not None else features
-        rows = self._rows(given, mask)
+        if images is not None and self.backbone is None:
+            raise ValueError(
+                f"expected `{name}` (this metric was built with backbone=None), got `images`"
+            )
+        rows = self._rows(images if images is not None else features, mask)
         if rows is None:
             return None
-        rows, (given,) = rows.compact(given)
-        return (rows, given, None) if images is not None else (rows, None, given)
+        rows, arrays = rows.compact(images, features, *extra)
+        return (rows, *arrays)
 
     def _batch(
         self,
@@ -298,16 +310,9 @@ class FrozenBackboneMetric(StatefulMetric):
         name: str = "features",
         rows: Rows | None = None,
     ) -> jax.Array:
-        """Features of one batch, from exactly one of ``images`` and precomputed ``features``."""
-        if (images is None) == (features is None):
-            got = "both" if images is not None else "neither"
-            raise ValueError(f"expected exactly one of `images` and `{name}`, got {got}")
+        """Features of one batch (inputs already checked by :meth:`_inputs`)."""
         if features is not None:
             return self._check_features(features, name, rows)
-        if self.backbone is None:
-            raise ValueError(
-                f"expected `{name}` (this metric was built with backbone=None), got `images`"
-            )
         return self._check_features(self._image_features(images, rows), "backbone output", rows)
 
     @staticmethod
