@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import calibrax.learning as C
+import calibrax.metric_learning as C
 
 DIM = 128
 PER_CLASS = 4

@@ -2,7 +2,7 @@
 
 Tiers: 0 pure metrics (``calibrax.functional``, ``calibrax.metrics``), 1 frozen-backbone statistics
 (FID, KID, IS, PRDC), 2 learned perceptual metrics (``calibrax.learned``), 3 metric-learning losses
-(``calibrax.learning``). See ``calibrax.registry`` to list everything by name.
+(``calibrax.metric_learning``). See ``calibrax.registry`` to list everything by name.
 """
 
 __version__ = "0.1.0"
@@ -12,7 +12,7 @@ from calibrax import core
 from calibrax import functional
 from calibrax import io
 from calibrax import learned
-from calibrax import learning
+from calibrax import metric_learning
 from calibrax import metrics
 from calibrax import parallel
 
@@ -23,7 +23,7 @@ __all__ = [
     "functional",
     "io",
     "learned",
-    "learning",
+    "metric_learning",
     "metrics",
     "parallel",
 ]

@@ -13,7 +13,7 @@ PACKAGES = [
     "calibrax.metrics",
     "calibrax.backbones",
     "calibrax.learned",
-    "calibrax.learning",
+    "calibrax.metric_learning",
     "calibrax.parallel",
     "calibrax.benchmarks",
 ]

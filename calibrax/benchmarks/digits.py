@@ -3,8 +3,8 @@
 :class:`DigitsMetricLearningBenchmark` implements :class:`~calibrax.core.BenchmarkProtocol`: it
 splits the 1797 8x8 digit images (shipped with scikit-learn, no download) into a stratified training
 and held-out set, trains :class:`DigitsEmbedder` (64 -> 128 -> 32, L2-normalised output) with
-:class:`~calibrax.learning.TripletMarginLoss` on the triplets that
-:class:`~calibrax.learning.TripletMarginMiner` mines, and reports the held-out Recall@1 and MAP@R
+:class:`~calibrax.metric_learning.TripletMarginLoss` on the triplets that
+:class:`~calibrax.metric_learning.TripletMarginMiner` mines, and reports the held-out Recall@1 and MAP@R
 (:func:`calibrax.functional.retrieval.retrieval_metrics`, every held-out sample querying the
 others).
 """
@@ -26,8 +26,8 @@ from jaxtyping import Float
 from calibrax.benchmarks.runner import register_benchmark
 from calibrax.core import checks
 from calibrax.functional.retrieval import retrieval_metrics
-from calibrax.learning.losses.triplet_margin import TripletMarginLoss
-from calibrax.learning.miners.triplet_margin_miner import TripletMarginMiner
+from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
+from calibrax.metric_learning.miners.triplet_margin_miner import TripletMarginMiner
 
 __all__ = ["DigitsEmbedder", "DigitsMetricLearningBenchmark"]
 
@@ -103,7 +103,7 @@ class DigitsMetricLearningBenchmark:
         learning_rate: Adam's learning rate.
         margin: Margin of the triplet loss and of the miner.
         type_of_triplets: Triplets the miner keeps (see
-            :class:`~calibrax.learning.TripletMarginMiner`).
+            :class:`~calibrax.metric_learning.TripletMarginMiner`).
         hidden: Width of the embedder's hidden layer.
         embedding_size: Size of the embedding.
         test_fraction: Fraction of the data held out for evaluation (stratified by digit).

@@ -1,75 +1,49 @@
-"""calibrax.learning: tier-3 metric-learning distances, reducers, miners and losses."""
+"""Deprecated alias of :mod:`calibrax.metric_learning` (tier 3), kept importable for one release.
 
-from calibrax.learning.base import BaseMetricLossFunction
-from calibrax.learning.base import LossTerm
-from calibrax.learning.base import validate_embeddings_and_labels
-from calibrax.learning.distances import BaseDistance
-from calibrax.learning.distances import CosineSimilarity
-from calibrax.learning.distances import DotProductSimilarity
-from calibrax.learning.distances import LpDistance
-from calibrax.learning.losses import ArcFaceLoss
-from calibrax.learning.losses import CircleLoss
-from calibrax.learning.losses import ContrastiveLoss
-from calibrax.learning.losses import CosFaceLoss
-from calibrax.learning.losses import GeneralizedLiftedStructureLoss
-from calibrax.learning.losses import LiftedStructureLoss
-from calibrax.learning.losses import MarginLoss
-from calibrax.learning.losses import MultiSimilarityLoss
-from calibrax.learning.losses import NormalizedSoftmaxLoss
-from calibrax.learning.losses import NPairsLoss
-from calibrax.learning.losses import NTXentLoss
-from calibrax.learning.losses import ProxyAnchorLoss
-from calibrax.learning.losses import ProxyNCALoss
-from calibrax.learning.losses import SubCenterArcFaceLoss
-from calibrax.learning.losses import SupConLoss
-from calibrax.learning.losses import TripletMarginLoss
-from calibrax.learning.miners import BaseMiner
-from calibrax.learning.miners import BatchHardMiner
-from calibrax.learning.miners import MultiSimilarityMiner
-from calibrax.learning.miners import PairMarginMiner
-from calibrax.learning.miners import TripletMarginMiner
-from calibrax.learning.reducers import AvgNonZeroReducer
-from calibrax.learning.reducers import BaseReducer
-from calibrax.learning.reducers import MeanReducer
-from calibrax.learning.reducers import SumReducer
-from calibrax.learning.reducers import ThresholdReducer
-from calibrax.learning.tuples import PairMask
-from calibrax.learning.tuples import TripletMask
+``calibrax.learned`` (tier 2, learned perceptual metrics) and ``calibrax.learning`` differed by two
+letters, so tier 3 now carries the field's own name. Importing this module, or any
+``calibrax.learning.<submodule>``, warns with a :class:`DeprecationWarning` and gives the very same
+objects as ``calibrax.metric_learning``.
+"""
 
-__all__ = [
-    "ArcFaceLoss",
-    "AvgNonZeroReducer",
-    "BaseDistance",
-    "BaseMetricLossFunction",
-    "BaseMiner",
-    "BaseReducer",
-    "BatchHardMiner",
-    "CircleLoss",
-    "ContrastiveLoss",
-    "CosFaceLoss",
-    "CosineSimilarity",
-    "DotProductSimilarity",
-    "GeneralizedLiftedStructureLoss",
-    "LiftedStructureLoss",
-    "LossTerm",
-    "LpDistance",
-    "MarginLoss",
-    "MeanReducer",
-    "MultiSimilarityLoss",
-    "MultiSimilarityMiner",
-    "NPairsLoss",
-    "NTXentLoss",
-    "NormalizedSoftmaxLoss",
-    "PairMarginMiner",
-    "PairMask",
-    "ProxyAnchorLoss",
-    "ProxyNCALoss",
-    "SubCenterArcFaceLoss",
-    "SumReducer",
-    "SupConLoss",
-    "ThresholdReducer",
-    "TripletMarginLoss",
-    "TripletMarginMiner",
-    "TripletMask",
-    "validate_embeddings_and_labels",
-]
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+from calibrax import metric_learning as _target
+
+_OLD = "calibrax.learning"
+_NEW = "calibrax.metric_learning"
+
+warnings.warn(
+    "calibrax.learning is deprecated and will be removed in the next release: "
+    "import calibrax.metric_learning instead",
+    DeprecationWarning,
+    stacklevel=2,
+)
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``calibrax.learning.X`` to the already-importable ``calibrax.metric_learning.X``."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not fullname.startswith(_OLD + "."):
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return importlib.import_module(_NEW + spec.name[len(_OLD) :])
+
+    def exec_module(self, module):
+        pass
+
+
+if not any(isinstance(finder, _AliasFinder) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _AliasFinder())
+
+__all__ = list(_target.__all__)
+globals().update({name: getattr(_target, name) for name in __all__})
+for _sub in ("base", "distances", "losses", "miners", "reducers", "tuples"):
+    globals()[_sub] = importlib.import_module(f"{_NEW}.{_sub}")

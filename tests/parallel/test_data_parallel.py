@@ -20,9 +20,9 @@ from calibrax.learned import LPIPS
 from calibrax.learned import LPIPSTrainer
 from calibrax.learned import ranking_loss
 from calibrax.learned._toy import ToyTrunk
-from calibrax.learning import ArcFaceLoss
-from calibrax.learning import TripletMarginLoss
-from calibrax.learning import TripletMarginMiner
+from calibrax.metric_learning import ArcFaceLoss
+from calibrax.metric_learning import TripletMarginLoss
+from calibrax.metric_learning import TripletMarginMiner
 from calibrax.parallel import data_mesh
 from calibrax.parallel import data_parallel_train_step
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the pytorch-metric-learning parity tests of calibrax.learning.
+"""Shared helpers for the pytorch-metric-learning parity tests of calibrax.metric_learning.
 
 Parity runs in float64 on both sides: the losses exponentiate similarities scaled by up to 1/0.07
 or 80 (NTXent, Circle), which turns float32 rounding of the distance matrix (~1e-7) into relative

@@ -1,4 +1,4 @@
-"""Parity of calibrax.learning.CircleLoss with pytorch-metric-learning 2.9 (float64, see
+"""Parity of calibrax.metric_learning.CircleLoss with pytorch-metric-learning 2.9 (float64, see
 _pml_parity for the tolerances and why float64)."""
 
 import pytest
@@ -6,7 +6,7 @@ from _pml_parity import assert_parity
 from pytorch_metric_learning import losses as L
 from pytorch_metric_learning import miners as M
 
-import calibrax.learning as C
+import calibrax.metric_learning as C
 
 CONFIGS = {
     "defaults": (lambda: C.CircleLoss(), lambda: L.CircleLoss()),

@@ -1,4 +1,4 @@
-"""calibrax.learning distances against pytorch-metric-learning's (float64, rtol 1e-10: the same
+"""calibrax.metric_learning distances against pytorch-metric-learning's (float64, rtol 1e-10: the same
 formulas, rounding differences only; 30 rows make torch.cdist use its matmul path, as we do)."""
 
 import jax
@@ -8,7 +8,7 @@ import pytest
 import torch
 from pytorch_metric_learning import distances as D
 
-import calibrax.learning as C
+import calibrax.metric_learning as C
 
 CASES = {
     "lp_default": (lambda: C.LpDistance(), lambda: D.LpDistance()),

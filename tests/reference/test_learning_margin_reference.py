@@ -1,4 +1,4 @@
-"""Parity of calibrax.learning.MarginLoss with pytorch-metric-learning 2.9 (float64, see
+"""Parity of calibrax.metric_learning.MarginLoss with pytorch-metric-learning 2.9 (float64, see
 _pml_parity for the tolerances and why float64)."""
 
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ from flax import nnx
 from pytorch_metric_learning import losses as L
 from pytorch_metric_learning import miners as M
 
-import calibrax.learning as C
+import calibrax.metric_learning as C
 
 CONFIGS = {
     "defaults": (lambda: C.MarginLoss(), lambda: L.MarginLoss()),

@@ -1,4 +1,4 @@
-"""The pairs and triplets mined by calibrax.learning miners are exactly pytorch-metric-learning's.
+"""The pairs and triplets mined by calibrax.metric_learning miners are exactly pytorch-metric-learning's.
 
 Compared as sets of index tuples (our masks have no order; pytorch-metric-learning's lists do).
 float64 on both sides so that no distance sits within rounding error of a margin.
@@ -13,7 +13,7 @@ from _pml_parity import BATCHES
 from pytorch_metric_learning import distances as D
 from pytorch_metric_learning import miners as M
 
-import calibrax.learning as C
+import calibrax.metric_learning as C
 
 PAIR_MINERS = {
     "pair_margin_defaults": (lambda: C.PairMarginMiner(), lambda: M.PairMarginMiner()),

@@ -1,4 +1,4 @@
-"""calibrax.learning reducers against pytorch-metric-learning's on per-element, per-pair and
+"""calibrax.metric_learning reducers against pytorch-metric-learning's on per-element, per-pair and
 per-triplet loss lists (float64; the same sums, so rtol 1e-12)."""
 
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 import torch
 from pytorch_metric_learning import reducers as R
 
-import calibrax.learning as C
+import calibrax.metric_learning as C
 
 CASES = {
     "mean": (lambda: C.MeanReducer(), lambda: R.MeanReducer()),

@@ -27,14 +27,14 @@ torch = pytest.importorskip("torch")
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 pml_reducers = pytest.importorskip("pytorch_metric_learning.reducers")
 
-from calibrax.learning.losses.arcface import ArcFaceLoss  # noqa: E402
-from calibrax.learning.losses.cosface import CosFaceLoss  # noqa: E402
-from calibrax.learning.losses.normalized_softmax import NormalizedSoftmaxLoss  # noqa: E402
-from calibrax.learning.losses.proxy_anchor import ProxyAnchorLoss  # noqa: E402
-from calibrax.learning.losses.proxy_nca import ProxyNCALoss  # noqa: E402
-from calibrax.learning.losses.subcenter_arcface import SubCenterArcFaceLoss  # noqa: E402
-from calibrax.learning.reducers import MeanReducer  # noqa: E402
-from calibrax.learning.reducers import SumReducer  # noqa: E402
+from calibrax.metric_learning.losses.arcface import ArcFaceLoss  # noqa: E402
+from calibrax.metric_learning.losses.cosface import CosFaceLoss  # noqa: E402
+from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmaxLoss  # noqa: E402
+from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss  # noqa: E402
+from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss  # noqa: E402
+from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLoss  # noqa: E402
+from calibrax.metric_learning.reducers import MeanReducer  # noqa: E402
+from calibrax.metric_learning.reducers import SumReducer  # noqa: E402
 
 NUM_CLASSES = 6
 EMBEDDING_SIZE = 8

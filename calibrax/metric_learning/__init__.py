@@ -1,0 +1,75 @@
+"""calibrax.metric_learning: tier-3 metric-learning distances, reducers, miners and losses."""
+
+from calibrax.metric_learning.base import BaseMetricLossFunction
+from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.base import validate_embeddings_and_labels
+from calibrax.metric_learning.distances import BaseDistance
+from calibrax.metric_learning.distances import CosineSimilarity
+from calibrax.metric_learning.distances import DotProductSimilarity
+from calibrax.metric_learning.distances import LpDistance
+from calibrax.metric_learning.losses import ArcFaceLoss
+from calibrax.metric_learning.losses import CircleLoss
+from calibrax.metric_learning.losses import ContrastiveLoss
+from calibrax.metric_learning.losses import CosFaceLoss
+from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
+from calibrax.metric_learning.losses import LiftedStructureLoss
+from calibrax.metric_learning.losses import MarginLoss
+from calibrax.metric_learning.losses import MultiSimilarityLoss
+from calibrax.metric_learning.losses import NormalizedSoftmaxLoss
+from calibrax.metric_learning.losses import NPairsLoss
+from calibrax.metric_learning.losses import NTXentLoss
+from calibrax.metric_learning.losses import ProxyAnchorLoss
+from calibrax.metric_learning.losses import ProxyNCALoss
+from calibrax.metric_learning.losses import SubCenterArcFaceLoss
+from calibrax.metric_learning.losses import SupConLoss
+from calibrax.metric_learning.losses import TripletMarginLoss
+from calibrax.metric_learning.miners import BaseMiner
+from calibrax.metric_learning.miners import BatchHardMiner
+from calibrax.metric_learning.miners import MultiSimilarityMiner
+from calibrax.metric_learning.miners import PairMarginMiner
+from calibrax.metric_learning.miners import TripletMarginMiner
+from calibrax.metric_learning.reducers import AvgNonZeroReducer
+from calibrax.metric_learning.reducers import BaseReducer
+from calibrax.metric_learning.reducers import MeanReducer
+from calibrax.metric_learning.reducers import SumReducer
+from calibrax.metric_learning.reducers import ThresholdReducer
+from calibrax.metric_learning.tuples import PairMask
+from calibrax.metric_learning.tuples import TripletMask
+
+__all__ = [
+    "ArcFaceLoss",
+    "AvgNonZeroReducer",
+    "BaseDistance",
+    "BaseMetricLossFunction",
+    "BaseMiner",
+    "BaseReducer",
+    "BatchHardMiner",
+    "CircleLoss",
+    "ContrastiveLoss",
+    "CosFaceLoss",
+    "CosineSimilarity",
+    "DotProductSimilarity",
+    "GeneralizedLiftedStructureLoss",
+    "LiftedStructureLoss",
+    "LossTerm",
+    "LpDistance",
+    "MarginLoss",
+    "MeanReducer",
+    "MultiSimilarityLoss",
+    "MultiSimilarityMiner",
+    "NPairsLoss",
+    "NTXentLoss",
+    "NormalizedSoftmaxLoss",
+    "PairMarginMiner",
+    "PairMask",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "SubCenterArcFaceLoss",
+    "SumReducer",
+    "SupConLoss",
+    "ThresholdReducer",
+    "TripletMarginLoss",
+    "TripletMarginMiner",
+    "TripletMask",
+    "validate_embeddings_and_labels",
+]

@@ -1,0 +1,13 @@
+"""Distances and similarities between embeddings."""
+
+from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.distances.dot_product_similarity import DotProductSimilarity
+from calibrax.metric_learning.distances.lp_distance import LpDistance
+
+__all__ = [
+    "BaseDistance",
+    "CosineSimilarity",
+    "DotProductSimilarity",
+    "LpDistance",
+]

@@ -1,0 +1,90 @@
+"""ContrastiveLoss: pull positive pairs within ``pos_margin``, push negatives beyond
+``neg_margin``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jaxtyping import Array
+from jaxtyping import Float
+
+from calibrax.core.registry import register
+from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.losses._pair_base import GenericPairLoss
+from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.reducers.avg_non_zero_reducer import AvgNonZeroReducer
+
+__all__ = ["ContrastiveLoss"]
+
+
+@register(
+    "contrastive_loss",
+    kind="loss",
+    tier=3,
+    domain="metric_learning",
+    higher_is_better=False,
+    differentiable=True,
+    example=loss_example(lambda: ContrastiveLoss()),
+)
+class ContrastiveLoss(GenericPairLoss):
+    r"""Contrastive loss over all (or the mined) pairs, as pytorch-metric-learning's.
+
+    .. math::
+        L_{pos} = [d_{ap} - m_{pos}]_+, \qquad L_{neg} = [m_{neg} - d_{an}]_+
+
+    (margins mirrored for similarities). Each of the two terms is reduced on its own (default:
+    :class:`~calibrax.metric_learning.AvgNonZeroReducer`, the mean of the non-zero pair losses) and the
+    two are added.
+
+    Args:
+        pos_margin: Default 0.
+        neg_margin: Default 1.
+        distance: Default :class:`~calibrax.metric_learning.LpDistance` (normalised embeddings).
+        reducer: Default :class:`~calibrax.metric_learning.AvgNonZeroReducer`.
+
+    References:
+        Hadsell et al., 2006, "Dimensionality Reduction by Learning an Invariant Mapping", CVPR.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from calibrax.metric_learning import ContrastiveLoss
+        >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+        >>> print(round(float(ContrastiveLoss()(x, jnp.array([0, 0, 1]))), 4))
+        1.4142
+    """
+
+    # Pair values are elementwise in the matrix: the gradient is symmetric without mirroring.
+    mirror = False
+
+    def __init__(
+        self,
+        *,
+        pos_margin: float = 0.0,
+        neg_margin: float = 1.0,
+        distance: BaseDistance | None = None,
+        reducer: Any = None,
+    ) -> None:
+        super().__init__(distance=distance, reducer=reducer)
+        self.pos_margin = pos_margin
+        self.neg_margin = neg_margin
+
+    def default_reducer(self) -> Any:
+        """Mean of the non-zero pair losses, as in pytorch-metric-learning."""
+        return AvgNonZeroReducer()
+
+    def pair_terms(
+        self,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
+    ) -> dict[str, LossTerm]:
+        margin = self.distance.margin
+        pos_loss = jax.nn.relu(margin(mat, self.pos_margin))
+        neg_loss = jax.nn.relu(margin(self.neg_margin, mat))
+        return {
+            "pos_loss": LossTerm(pos_loss, pos),
+            "neg_loss": LossTerm(neg_loss, neg),
+        }

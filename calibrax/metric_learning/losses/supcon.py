@@ -1,0 +1,160 @@
+"""SupConLoss: supervised contrastive loss, the mean log-probability of each anchor's positives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+from jaxtyping import Float
+
+from calibrax.core.registry import register
+from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._pair_base import GenericPairLoss
+from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.losses._pair_base import masked_logsumexp
+from calibrax.metric_learning.reducers.avg_non_zero_reducer import AvgNonZeroReducer
+
+__all__ = ["SupConLoss"]
+
+
+@jax.custom_vjp
+def _anchor_losses_symmetric(s: jax.Array, pos: jax.Array, kept: jax.Array) -> jax.Array:
+    """Each anchor's SupCon loss from the symmetric scaled similarity matrix ``s`` (all pairs).
+
+    ``pos`` and ``kept`` are boolean (B, B): the positives of each anchor (row), and all its pairs
+    (positive or negative). The row's log-sum-exp is shifted by the row's maximum over the kept
+    pairs (pytorch-metric-learning shifts by the maximum of the whole row; the shift cancels
+    exactly, and the kept maximum also keeps the sum's largest term at 1).
+
+    The backward pass is written out, one elementwise pass: with ``c`` the cotangent of the anchor
+    losses and ``π_a = softmax`` of row ``a`` over its kept pairs, the cotangent of ``s`` is
+    ``g_ak = c_a ρ_a π_a(k) - c_a [k ∈ P(a)] / |P(a)|`` (``ρ_a = 1`` if the anchor has a
+    positive, else 0), and it returns the symmetric part ``(g + gᵀ) / 2``, whose transposed half
+    is computed elementwise from the same symmetric ``s`` (no transpose). That is the gradient
+    for a symmetric ``s`` taken through ``BaseDistance.self_matrix_symmetric_grad``, and only for
+    that caller.
+    """
+    return _anchor_losses_fwd(s, pos, kept)[0]
+
+
+def _anchor_losses_fwd(s: jax.Array, pos: jax.Array, kept: jax.Array) -> tuple[jax.Array, Any]:
+    """The anchor losses, and as residuals each row's log-normaliser ``z`` (shift + log-sum-exp)
+    and its number of positives."""
+    any_kept = jnp.any(kept, axis=1)
+    shift = jnp.max(jnp.where(kept, s, -jnp.inf), axis=1)
+    shift = jnp.where(any_kept, shift, jnp.zeros_like(shift))
+    t = s - shift[:, None]
+    total = jnp.sum(jnp.where(kept, jnp.exp(t), jnp.zeros_like(t)), axis=1)
+    lse = jnp.where(any_kept, jnp.log(jnp.where(any_kept, total, jnp.ones_like(total))), 0)
+    n_pos = jnp.sum(pos, axis=1, dtype=s.dtype)
+    pos_total = jnp.sum(jnp.where(pos, t, jnp.zeros_like(t)), axis=1)
+    tiny = jnp.finfo(s.dtype).tiny
+    values = -(pos_total - n_pos * lse) / (n_pos + tiny)
+    return values, (s, pos, kept, shift + lse, n_pos)
+
+
+def _anchor_losses_bwd(res: Any, c: jax.Array) -> tuple[jax.Array, None, None]:
+    s, pos, kept, z, n_pos = res
+    tiny = jnp.finfo(s.dtype).tiny
+    alpha = c * n_pos / (n_pos + tiny)
+    beta = c / (n_pos + tiny)
+    zero = jnp.zeros_like(s)
+    # Row a's own term and, by symmetry, column a's term of anchor k: exponentials of the same
+    # entry against the two normalisers (both <= 1 where kept: s_ak <= z_a and s_ak <= z_k).
+    soft = alpha[:, None] * jnp.exp(s - z[:, None]) + alpha[None, :] * jnp.exp(s - z[None, :])
+    g = jnp.where(kept, soft, zero) - jnp.where(pos, beta[:, None] + beta[None, :], zero)
+    return 0.5 * g, None, None
+
+
+_anchor_losses_symmetric.defvjp(_anchor_losses_fwd, _anchor_losses_bwd)
+
+
+@register(
+    "supcon_loss",
+    kind="loss",
+    tier=3,
+    domain="metric_learning",
+    higher_is_better=False,
+    differentiable=True,
+    example=loss_example(lambda: SupConLoss()),
+)
+class SupConLoss(GenericPairLoss):
+    r"""Supervised contrastive loss, as pytorch-metric-learning's ``SupConLoss``.
+
+    For anchor ``a`` with positives ``P(a)`` and all its pairs ``A(a)`` (positive or negative),
+    similarities divided by the temperature ``τ``:
+
+    .. math::
+        L_a = -\frac{1}{|P(a)|} \sum_{p \in P(a)} \Big(s_{ap} - \log \sum_{k \in A(a)}
+        e^{s_{ak}}\Big)
+
+    averaged over the anchors with a non-zero loss (default
+    :class:`~calibrax.metric_learning.AvgNonZeroReducer`). The loss is 0 if there is no positive or no
+    negative pair.
+
+    Args:
+        temperature: Default 0.1.
+        distance: Default :class:`~calibrax.metric_learning.CosineSimilarity`.
+        reducer: Default :class:`~calibrax.metric_learning.AvgNonZeroReducer`.
+
+    References:
+        Khosla et al., 2020, "Supervised Contrastive Learning", arXiv:2004.11362.
+    """
+
+    def __init__(
+        self,
+        *,
+        temperature: float = 0.1,
+        distance: BaseDistance | None = None,
+        reducer: Any = None,
+    ) -> None:
+        super().__init__(distance=distance, reducer=reducer)
+        self.temperature = temperature
+
+    def default_reducer(self) -> Any:
+        """Mean of the non-zero anchor losses, as in pytorch-metric-learning."""
+        return AvgNonZeroReducer()
+
+    def default_distance(self) -> BaseDistance:
+        """Cosine similarity, as in pytorch-metric-learning."""
+        return CosineSimilarity()
+
+    def compute_terms(
+        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+    ) -> dict[str, LossTerm]:
+        """Over all pairs, the anchor losses come from :func:`_anchor_losses_symmetric` (a
+        written-out backward pass on the symmetric matrix); mined pairs use :meth:`pair_terms`."""
+        if indices_tuple is not None:
+            return super().compute_terms(embeddings, labels, indices_tuple)
+        mat, pos, neg = self.pairs(embeddings, labels, None, symmetric=True)
+        sim = mat if self.distance.is_inverted else -mat
+        is_pos, is_neg = pos > 0, neg > 0
+        values = _anchor_losses_symmetric(sim / self.temperature, is_pos, is_pos | is_neg)
+        both = jnp.any(is_pos) & jnp.any(is_neg)
+        weights = jnp.where(both, jnp.ones_like(values), 0)
+        return {"loss": LossTerm(values, weights)}
+
+    def pair_terms(
+        self,
+        mat: Float[Array, "batch batch"],
+        pos: Float[Array, "batch batch"],
+        neg: Float[Array, "batch batch"],
+        axis: int,
+    ) -> dict[str, LossTerm]:
+        sim = mat if self.distance.is_inverted else -mat
+        sim = sim / self.temperature
+        sim = sim - jax.lax.stop_gradient(jnp.max(sim, axis=axis, keepdims=True))
+        pos_mask = (pos > 0).astype(sim.dtype)
+        denominator = masked_logsumexp(sim, (pos > 0) | (neg > 0), add_one=False, axis=axis)
+        log_prob = sim - denominator
+        tiny = jnp.finfo(sim.dtype).tiny
+        mean_log_prob_pos = jnp.sum(pos_mask * log_prob, axis=axis) / (
+            jnp.sum(pos_mask, axis=axis) + tiny
+        )
+        both = jnp.any(pos > 0) & jnp.any(neg > 0)
+        weights = jnp.where(both, jnp.ones_like(mean_log_prob_pos), 0)
+        return {"loss": LossTerm(-mean_log_prob_pos, weights)}

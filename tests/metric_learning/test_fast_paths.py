@@ -1,0 +1,258 @@
+"""The speed-ups of calibrax.metric_learning against the plain formulations they replace: the one-matmul
+backward pass of the symmetric Gram matrix and the sort-based all-triplets hinge."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import calibrax.metric_learning as C
+from calibrax.metric_learning.distances.base_distance import gram_cross_block
+from calibrax.metric_learning.distances.base_distance import gram_symmetric_cotangent
+from calibrax.metric_learning.losses.triplet_margin import _row_hinge_sums
+
+X = jax.random.normal(jax.random.key(0), (9, 5), jnp.float64)
+
+
+def test_gram_symmetric_cotangent_gradient_matches_autodiff():
+    # An elementwise function of the Gram matrix has a symmetric cotangent: the custom backward
+    # (2 g @ x) must then equal autodiff of x @ x.T (float64, rounding only: 1e-12).
+    def f(gram):
+        return lambda x: jnp.sum(jnp.sin(gram(x)) ** 2)
+
+    fast = jax.grad(f(gram_symmetric_cotangent))(X)
+    plain = jax.grad(f(lambda x: x @ x.T))(X)
+    np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_symmetric_distance_gradient_is_finite_at_duplicates():
+    # Duplicate rows put exact zeros in the distance matrix, where the square root's derivative
+    # is infinite: the gradient must be finite and match the plain distance's (1e-12, float64).
+    x = X.at[1].set(X[0]).at[4].set(X[0])
+    d = C.LpDistance()
+
+    def f(mat):
+        return jnp.sum(jnp.cos(mat))
+
+    fast = jax.grad(lambda e: f(d.self_matrix_symmetric_grad(e)))(x)
+    plain = jax.grad(lambda e: f(d(e)))(x)
+    assert np.all(np.isfinite(fast))
+    np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_row_hinge_sums_match_loops_and_gradients():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(6, 6))
+    x = rng.normal(size=(6, 6))
+    pos, neg = rng.random((6, 6)) < 0.5, rng.random((6, 6)) < 0.6
+    tm, xm = np.where(pos, t, -np.inf), np.where(neg, x, np.inf)
+    total, count = _row_hinge_sums(jnp.asarray(tm), jnp.asarray(xm))
+    # Hand-written loops over (anchor, positive, negative), float64: 1e-12.
+    want_total = [
+        sum(
+            max(t[a, p] - x[a, n], 0.0)
+            for p in range(6)
+            if pos[a, p]
+            for n in range(6)
+            if neg[a, n]
+        )
+        for a in range(6)
+    ]
+    want_count = [
+        [sum(1 for n in range(6) if neg[a, n] and x[a, n] < tm[a, p]) for p in range(6)]
+        for a in range(6)
+    ]
+    np.testing.assert_allclose(total, want_total, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(count, want_count)
+
+    # Gradients of the total w.r.t. the finite entries, against finite differences (check_grads'
+    # default tolerances; no hinge sits within the step of its kink for this seed).
+    def f(tv, xv):
+        tt = jnp.where(jnp.asarray(pos), tv, -jnp.inf)
+        xx = jnp.where(jnp.asarray(neg), xv, jnp.inf)
+        return _row_hinge_sums(tt, xx)[0]
+
+    check_grads(f, (jnp.asarray(t), jnp.asarray(x)), order=1, modes=["rev"])
+
+
+def _plain_l2(q, r, power):
+    # The explicit differences, differentiated by autodiff; exact zeros where rows coincide.
+    sq = jnp.sum((q[:, None, :] - r[None, :, :]) ** 2, axis=-1)
+    keep = sq > 1e-12
+    d = jnp.where(keep, jnp.sqrt(jnp.where(keep, sq, 1.0)), 0.0)
+    return d**power
+
+
+@pytest.mark.parametrize("power", [1, 2, 1.5])
+def test_l2_matrix_written_out_backward_matches_autodiff(power):
+    # LpDistance(p=2)'s custom backward pass (all three inner-product modes) against autodiff of
+    # the explicit-difference formula, float64, with a duplicated row (distance 0, gradient 0
+    # there): rounding only, 1e-11.
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(9, 5)))
+    x = x.at[3].set(x[5])
+    r = jnp.asarray(rng.normal(size=(7, 5)))
+    w = jnp.asarray(rng.normal(size=(9, 9)))
+    d = C.LpDistance(normalize_embeddings=False, power=power)
+
+    def check(fast, plain, *args):
+        got = jax.grad(fast, argnums=tuple(range(len(args))))(*args)
+        want = jax.grad(plain, argnums=tuple(range(len(args))))(*args)
+        for g, h in zip(got, want, strict=True):
+            assert np.all(np.isfinite(g))
+            np.testing.assert_allclose(g, h, rtol=1e-11, atol=1e-11)
+
+    # Plain mode, self matrix (both roles summed) and query vs ref.
+    check(
+        lambda e: jnp.sum(jnp.sin(d(e)) * w),
+        lambda e: jnp.sum(jnp.sin(_plain_l2(e, e, power)) * w),
+        x,
+    )
+    check(
+        lambda e, q: jnp.sum(jnp.sin(d(e, q)) * w[:, :7]),
+        lambda e, q: jnp.sum(jnp.sin(_plain_l2(e, q, power)) * w[:, :7]),
+        x,
+        r,
+    )
+    # Symmetric mode: a symmetric cotangent (elementwise function of the matrix).
+    check(
+        lambda e: jnp.sum(jnp.cos(d.self_matrix_symmetric_grad(e))),
+        lambda e: jnp.sum(jnp.cos(_plain_l2(e, e, power))),
+        x,
+    )
+    # Cross mode: two different blocks.
+    check(
+        lambda e, q: jnp.sum(jnp.sin(d.normalized_block_matrix(e, q, "cross")) * w[:, :7]),
+        lambda e, q: jnp.sum(jnp.sin(_plain_l2(e, q, power)) * w[:, :7]),
+        x,
+        r,
+    )
+
+
+def test_gram_cross_block_gradient_matches_autodiff():
+    rng = np.random.default_rng(2)
+    q, r = jnp.asarray(rng.normal(size=(6, 4))), jnp.asarray(rng.normal(size=(8, 4)))
+    w = jnp.asarray(rng.normal(size=(6, 8)))
+    got = jax.grad(lambda a, b: jnp.sum(jnp.tanh(gram_cross_block(a, b)) * w), (0, 1))(q, r)
+    want = jax.grad(lambda a, b: jnp.sum(jnp.tanh(a @ b.T) * w), (0, 1))(q, r)
+    for g, h in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-12)
+
+
+def _labels(batch, seed):
+    # Classes of 1 to 6 samples (singletons included), shuffled.
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 7, size=batch)
+    labels = np.repeat(np.arange(batch), sizes)[:batch]
+    return jnp.asarray(rng.permutation(labels).astype(np.int32))
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        C.ContrastiveLoss(),
+        C.ContrastiveLoss(pos_margin=0.3, neg_margin=1.2, reducer=C.MeanReducer()),
+        C.ContrastiveLoss(distance=C.CosineSimilarity(), reducer=C.SumReducer()),
+        C.ContrastiveLoss(
+            distance=C.LpDistance(power=2), reducer=C.ThresholdReducer(low=0.1, high=1.5)
+        ),
+    ],
+    ids=["default", "mean", "cosine-sum", "squared-threshold"],
+)
+def test_upper_block_triangle_equals_the_whole_matrix(loss, monkeypatch):
+    # An elementwise pair loss over all pairs at B = 600 takes the upper-block-triangle path
+    # (blocks of 256, a ragged last block of 88). It must equal the whole-matrix evaluation in
+    # value and gradient: float64, duplicate rows included, rounding only (1e-10).
+    from calibrax.metric_learning.losses import _pair_base
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(600, 8)))
+    x = x.at[10].set(x[300]).at[599].set(x[0])
+    labels = _labels(600, 3)
+    labels = labels.at[10].set(labels[300])
+    assert _pair_base.pair_block_size(600) == 256
+    blocked = jax.value_and_grad(lambda e: loss(e, labels))(x)
+    monkeypatch.setattr(_pair_base, "pair_block_size", lambda batch: batch)
+    whole = jax.value_and_grad(lambda e: loss(e, labels))(x)
+    np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-10)
+    np.testing.assert_allclose(blocked[1], whole[1], rtol=1e-10, atol=1e-12)
+    assert float(whole[0]) > 0
+
+
+def test_upper_block_path_under_jit_and_in_float32():
+    # The blocked path jits, and in float32 agrees with float64 to float32 rounding (1e-5).
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(520, 16))
+    labels = _labels(520, 4)
+    loss = C.ContrastiveLoss()
+    v32, g32 = jax.jit(jax.value_and_grad(lambda e, l: loss(e, l)))(
+        jnp.asarray(x, jnp.float32), labels
+    )
+    v64, g64 = jax.value_and_grad(lambda e: loss(e, labels))(jnp.asarray(x))
+    assert v32.dtype == jnp.float32
+    np.testing.assert_allclose(v32, v64, rtol=1e-5)
+    np.testing.assert_allclose(g32, g64, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [7, 40])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        C.SupConLoss(),
+        C.SupConLoss(temperature=0.5, distance=C.LpDistance(), reducer=C.MeanReducer()),
+        C.SupConLoss(temperature=0.02, distance=C.DotProductSimilarity()),
+    ],
+    ids=["default", "lp-mean", "dot-small-temperature"],
+)
+def test_supcon_written_out_backward_matches_autodiff(loss, batch):
+    # SupCon over all pairs: the written-out backward pass on the symmetric matrix must equal
+    # autodiff of the row-wise formulation (pair_terms along rows, through the plain distance
+    # matrix). float64; singleton classes (anchors without a positive) and a duplicated row
+    # included; rounding only, 1e-10.
+    from calibrax.metric_learning.losses._pair_base import GenericPairLoss
+
+    rng = np.random.default_rng(batch)
+    x = jnp.asarray(rng.normal(size=(batch, 6))).at[1].set(0.5).at[2].set(0.5)
+    labels = _labels(batch, batch)
+    reducer = loss.reducer if loss.reducer is not None else loss.default_reducer()
+
+    def rowwise(e):
+        mat, pos, neg = GenericPairLoss.pairs(loss, e, labels, None)
+        term = loss.pair_terms(mat, pos, neg, axis=1)["loss"]
+        return reducer(term.values, term.weights)
+
+    fast = jax.value_and_grad(lambda e: loss(e, labels))(x)
+    plain = jax.value_and_grad(rowwise)(x)
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-10)
+    np.testing.assert_allclose(fast[1], plain[1], rtol=1e-10, atol=1e-12)
+    assert float(plain[0]) > 0
+
+
+_NPAIRS = C.NPairsLoss()
+# Every case has the same shapes, so one compilation of the bucketed loss serves them all (it is
+# traced before any case patches the widths: the first call below comes before the patch).
+_npairs_bucketed = jax.jit(jax.value_and_grad(lambda e, l: _NPAIRS(e, l)))
+
+
+@pytest.mark.parametrize("n_classes_with_pairs", [0, 1, 31, 32, 33, 100, 150])
+def test_npairs_width_buckets_give_the_full_width_values(n_classes_with_pairs, monkeypatch):
+    # NPairs over all pairs picks the narrowest logits width that holds every selected pair.
+    # Each bucket must give the values and gradients of the full width (B // 2 = 150), float64,
+    # 1e-12: the padding is masked out exactly.
+    from calibrax.metric_learning.losses import n_pairs
+
+    batch = 300
+    rng = np.random.default_rng(n_classes_with_pairs)
+    paired = np.repeat(np.arange(n_classes_with_pairs), 2)
+    singles = np.arange(1000, 1000 + batch - paired.size)
+    labels = jnp.asarray(rng.permutation(np.concatenate([paired, singles])).astype(np.int32))
+    x = jnp.asarray(rng.normal(size=(batch, 5)))
+    assert n_pairs._bucket_widths(150) == (32, 64, 128, 150)
+    bucketed = _npairs_bucketed(x, labels)
+    monkeypatch.setattr(n_pairs, "_bucket_widths", lambda size: (size,))
+    # Eager, so traced again under the patch in every case.
+    full = jax.value_and_grad(lambda e: _NPAIRS(e, labels))(x)
+    np.testing.assert_allclose(bucketed[0], full[0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(bucketed[1], full[1], rtol=1e-12, atol=1e-15)
+    assert (float(full[0]) > 0) == (n_classes_with_pairs > 1)
