@@ -39,7 +39,9 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 # calibrax.functional.RESIZE_MODES and "none", spelled out so that parsing does not import jax.
 RESIZE_CHOICES = ("pytorch-fid", "tf1", "clean", "antialias", "none")
 # calibrax.metrics.GENERATIVE_METRICS, likewise.
-METRIC_CHOICES = ("fid", "kid", "is", "prdc")
+METRIC_CHOICES = ("fid", "kid", "is", "prdc", "cmmd")
+# calibrax.metrics.cmmd.CMMD_BACKBONE: the default feature space of `calibrax cmmd`.
+CMMD_BACKBONE = "clip-vit-l14"
 # The members with a real side, which a reference file serves (the Inception Score has none).
 REAL_SIDE = ("fid", "kid", "prdc")
 
@@ -245,6 +247,11 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
     ref = _reference(real) if real.endswith(".npz") else None
     if ref is not None:
         _need_rows(ref, metrics)
+        if "cmmd" in metrics:
+            raise CLIError(
+                f"expected two image folders for cmmd (a reference file does not hold its "
+                f"normalized embeddings), got the reference {ref.path!r}"
+            )
     backbone = _backbone_for(args)
     options = _image_options(args, backbone)
     n_fake_files = len(ImageFolder(fake))
@@ -259,6 +266,7 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
         "kid": {"subsets": args.subsets, "subset_size": subset_size},
         "is": {"splits": min(args.splits, n_fake_files)},
         "prdc": {"k": min(args.prdc_k, capacity - 1)},
+        "cmmd": {},
     }
     metric = GenerativeMetrics(
         backbone=backbone,
@@ -338,6 +346,12 @@ def cmd_kid(args: argparse.Namespace) -> dict[str, Any]:
     """KID (and any other ``--metrics``) through one GenerativeMetrics; a .npz reference (with
     its real feature rows) may replace either folder as the real side."""
     return _collection_run(args, _metric_list(args.metrics or "kid"))
+
+
+def cmd_cmmd(args: argparse.Namespace) -> dict[str, Any]:
+    """CMMD (and any other ``--metrics``, e.g. CLIP-FID with ``fid``) through one
+    GenerativeMetrics on the CLIP backbone by default."""
+    return _collection_run(args, _metric_list(args.metrics or "cmmd"))
 
 
 def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
@@ -581,8 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=(
                 "comma-separated metrics computed together from one backbone pass per batch: "
-                f"fid, kid, is (of the second source), prdc (default {default}); every value is "
-                "printed and recorded"
+                f"fid, kid, is (of the second source), prdc, cmmd (default {default}); every "
+                "value is printed and recorded"
             ),
         )
         p.add_argument("--subsets", type=int, default=100, help="KID subsets")
@@ -605,6 +619,15 @@ def build_parser() -> argparse.ArgumentParser:
     collection(p, "kid")
     common(p)
     p.set_defaults(func=cmd_kid)
+
+    p = sub.add_parser(
+        "cmmd", help="CMMD (RBF MMD on CLIP embeddings, Jayasumana et al. 2024) of two folders"
+    )
+    p.add_argument("a")
+    p.add_argument("b")
+    collection(p, "cmmd")
+    common(p)
+    p.set_defaults(func=cmd_cmmd, backbone=CMMD_BACKBONE)
 
     p = sub.add_parser(
         "stats", help="save a folder's reference statistics (mu, sigma and feature rows) to .npz"

@@ -15,6 +15,7 @@ from calibrax.functional.classification import precision
 from calibrax.functional.classification import predicted_labels
 from calibrax.functional.classification import recall
 from calibrax.functional.classification import top_k_accuracy
+from calibrax.functional.cmmd import cmmd
 from calibrax.functional.fid import frechet_distance
 from calibrax.functional.fid import frechet_distance_from_features
 from calibrax.functional.image import ms_ssim
@@ -47,6 +48,7 @@ __all__ = [
     "accuracy",
     "auroc",
     "brier_score",
+    "cmmd",
     "confusion_matrix",
     "expected_calibration_error",
     "f1_score",

@@ -1,4 +1,5 @@
-"""Kernel Inception Distance: unbiased MMD² with a polynomial kernel, averaged over subsets."""
+"""Kernel Inception Distance: unbiased MMD² with a polynomial (or Gaussian RBF) kernel, averaged
+over subsets."""
 
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ from calibrax.functional.fid import _float_dtype
 from calibrax.functional.fid import check_feature_sets
 
 __all__ = [
+    "KID_KERNELS",
     "kernel_inception_distance",
     "kid_subset_indices",
     "polynomial_kernel",
+    "rbf_kernel",
     "unbiased_mmd2",
 ]
+
+#: The kernels of :func:`kernel_inception_distance`: torch-fidelity's ``kid_kernel`` values.
+KID_KERNELS = ("poly", "rbf")
 
 
 def polynomial_kernel(
@@ -36,6 +42,51 @@ def polynomial_kernel(
     return (dots * g + coef) ** degree
 
 
+def rbf_kernel(
+    x: Float[Array, "n dim"],
+    y: Float[Array, "m dim"],
+    *,
+    sigma: float = 10.0,
+) -> Float[Array, "n m"]:
+    r"""Gaussian RBF kernel ``k(x, y) = exp(-‖x - y‖² / (2 sigma²))``.
+
+    The squared distance is expanded as ``2 xᵀy - ‖x‖² - ‖y‖²`` (as torch-fidelity's
+    ``kernel_rbf`` and the CMMD reference code compute it), so values match theirs to rounding.
+    """
+    xx = jnp.sum(x * x, axis=1)
+    yy = jnp.sum(y * y, axis=1)
+    dots = jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)
+    return jnp.exp((2.0 * dots - xx[:, None] - yy[None, :]) / (2.0 * sigma**2))
+
+
+def _kernel_spec(
+    kernel: str, degree: int, gamma: float | None, coef: float, sigma: float, dim: int
+) -> dict:
+    """The static description of a kernel that the blocked sums below evaluate."""
+    if kernel == "rbf":
+        return {"kind": "rbf", "sigma": sigma}
+    return {
+        "kind": "poly",
+        "degree": degree,
+        "gamma": 1.0 / dim if gamma is None else gamma,
+        "coef": coef,
+    }
+
+
+def _kernel(x: jax.Array, y: jax.Array, spec: dict) -> jax.Array:
+    if spec["kind"] == "rbf":
+        return rbf_kernel(x, y, sigma=spec["sigma"])
+    return polynomial_kernel(x, y, degree=spec["degree"], gamma=spec["gamma"], coef=spec["coef"])
+
+
+def _kernel_diagonal(x: jax.Array, spec: dict) -> jax.Array:
+    """``k(x_i, x_i)`` for every row, as the full kernel matrix's diagonal would hold it."""
+    sq = jnp.sum(x * x, axis=1)
+    if spec["kind"] == "rbf":
+        return jnp.exp((2.0 * sq - sq - sq) / (2.0 * spec["sigma"] ** 2))
+    return (sq * spec["gamma"] + spec["coef"]) ** spec["degree"]
+
+
 def unbiased_mmd2(
     x: Float[Array, "m dim"],
     y: Float[Array, "m dim"],
@@ -43,24 +94,29 @@ def unbiased_mmd2(
     degree: int = 3,
     gamma: float | None = None,
     coef: float = 1.0,
+    kernel: str = "poly",
+    sigma: float = 10.0,
 ) -> Float[Array, ""]:
-    r"""Unbiased MMD² between two equally sized samples with the polynomial kernel.
+    r"""Unbiased MMD² between two equally sized samples.
 
     .. math::
         \frac{\sum_{i\ne j} k(x_i, x_j) + \sum_{i\ne j} k(y_i, y_j)}{m(m-1)}
         - \frac{2}{m^2}\sum_{i,j} k(x_i, y_j)
 
+    with the polynomial kernel (``kernel="poly"``, KID's) or the Gaussian RBF kernel
+    (``kernel="rbf"``, torch-fidelity's ``kid_kernel="rbf"``, bandwidth ``sigma``).
+
     References:
         Bińkowski et al., 2018, arXiv:1801.01401.
     """
     m = x.shape[0]
-    kernel = {"degree": degree, "gamma": 1.0 / x.shape[1] if gamma is None else gamma, "coef": coef}
-    off_diagonal = _off_diagonal_kernel_sum(x, **kernel) + _off_diagonal_kernel_sum(y, **kernel)
-    kxy = polynomial_kernel(x, y, **kernel)
+    spec = _kernel_spec(kernel, degree, gamma, coef, sigma, x.shape[1])
+    off_diagonal = _off_diagonal_kernel_sum(x, spec) + _off_diagonal_kernel_sum(y, spec)
+    kxy = _kernel(x, y, spec)
     return off_diagonal / (m * (m - 1)) - 2.0 * jnp.sum(kxy) / (m * m)
 
 
-def _off_diagonal_kernel_sum(x: jax.Array, *, degree: int, gamma: float, coef: float) -> jax.Array:
+def _off_diagonal_kernel_sum(x: jax.Array, spec: dict) -> jax.Array:
     """``Σ_{i≠j} k(x_i, x_j)``, computing each off-diagonal block of the symmetric kernel once.
 
     From 512 rows the rows are cut into 4 blocks: the 4 diagonal blocks and the 6 blocks below
@@ -68,17 +124,17 @@ def _off_diagonal_kernel_sum(x: jax.Array, *, degree: int, gamma: float, coef: f
     """
     m = x.shape[0]
     if m < 512:
-        k = polynomial_kernel(x, x, degree=degree, gamma=gamma, coef=coef)
+        k = _kernel(x, x, spec)
         return jnp.sum(k) - jnp.trace(k)
     nb = 4
     cuts = [round(i * m / nb) for i in range(nb + 1)]
     rows = [x[cuts[i] : cuts[i + 1]] for i in range(nb)]
     total = jnp.zeros((), x.dtype)
     for i in range(nb):
-        k = polynomial_kernel(rows[i], rows[i], degree=degree, gamma=gamma, coef=coef)
+        k = _kernel(rows[i], rows[i], spec)
         total = total + (jnp.sum(k) - jnp.trace(k))
         for j in range(i):
-            k = polynomial_kernel(rows[i], rows[j], degree=degree, gamma=gamma, coef=coef)
+            k = _kernel(rows[i], rows[j], spec)
             total = total + 2.0 * jnp.sum(k)
     return total
 
@@ -141,6 +197,8 @@ def kid_from_buffers(
     seed: int | jax.Array,
     dtype: np.dtype,
     method: str = "auto",
+    kernel: str = "poly",
+    sigma: float = 10.0,
 ) -> tuple[jax.Array, jax.Array]:
     """KID mean and std over subsets drawn from the first ``num_*`` rows of two buffers.
 
@@ -157,22 +215,23 @@ def kid_from_buffers(
     fake_idx = kid_subset_indices(
         fake_key, num_fake, fake.shape[0], subsets=subsets, subset_size=subset_size
     )
-    gamma = 1.0 / real.shape[1] if gamma is None else gamma
-    kernel = {"degree": degree, "gamma": gamma, "coef": coef}
+    spec = _kernel_spec(kernel, degree, gamma, coef, sigma, real.shape[1])
     if method == "auto":
         # Kernel rows computed: the whole buffers once, or three m x m blocks per subset.
         whole = real.shape[0] ** 2 + fake.shape[0] ** 2 + real.shape[0] * fake.shape[0]
         method = "buffers" if whole < 3 * subsets * subset_size**2 else "subsets"
     if method == "buffers":
         scores = _mmd2_from_whole_buffers(
-            real.astype(dtype), real_idx, fake.astype(dtype), fake_idx, kernel
+            real.astype(dtype), real_idx, fake.astype(dtype), fake_idx, spec
         )
         return jnp.mean(scores), jnp.std(scores)
 
     def one(idx: tuple[jax.Array, jax.Array]) -> jax.Array:
         x = real[idx[0]].astype(dtype)
         y = fake[idx[1]].astype(dtype)
-        return unbiased_mmd2(x, y, **kernel)
+        off_diagonal = _off_diagonal_kernel_sum(x, spec) + _off_diagonal_kernel_sum(y, spec)
+        m = x.shape[0]
+        return off_diagonal / (m * (m - 1)) - 2.0 * jnp.sum(_kernel(x, y, spec)) / (m * m)
 
     scores = jax.lax.map(one, (real_idx, fake_idx))
     return jnp.mean(scores), jnp.std(scores)
@@ -202,7 +261,7 @@ def _subset_kernel_sums(
 
     def body(total: jax.Array, xs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
         r, sr = xs
-        k = polynomial_kernel(r, b, **kernel)
+        k = _kernel(r, b, kernel)
         t = jnp.matmul(k, sel_b.T, precision=hi)  # (block, subsets)
         return total + jnp.sum(sr * t, axis=0), None
 
@@ -224,8 +283,7 @@ def _mmd2_from_whole_buffers(
     sel_f = _selection(fake_idx, fake.shape[0], fake.dtype)
 
     def diagonal(x: jax.Array, sel: jax.Array) -> jax.Array:
-        k = (jnp.sum(x * x, axis=1) * kernel["gamma"] + kernel["coef"]) ** kernel["degree"]
-        return jnp.matmul(sel, k, precision=jax.lax.Precision.HIGHEST)
+        return jnp.matmul(sel, _kernel_diagonal(x, kernel), precision=jax.lax.Precision.HIGHEST)
 
     kxx = _subset_kernel_sums(real, sel_r, real, sel_r, kernel) - diagonal(real, sel_r)
     kyy = _subset_kernel_sums(fake, sel_f, fake, sel_f, kernel) - diagonal(fake, sel_f)
@@ -234,9 +292,24 @@ def _mmd2_from_whole_buffers(
 
 
 def check_kid_settings(
-    subsets: int, subset_size: int, degree: int, gamma: float | None, coef: float
+    subsets: int,
+    subset_size: int,
+    degree: int,
+    gamma: float | None,
+    coef: float,
+    kernel: str = "poly",
+    sigma: float = 10.0,
 ) -> None:
     """Validate the KID hyper-parameters."""
+    if kernel not in KID_KERNELS:
+        raise ValueError(f"expected `kernel` to be one of {KID_KERNELS}, got {kernel!r}")
+    if (
+        isinstance(sigma, bool)
+        or not isinstance(sigma, (int, float))
+        or not np.isfinite(sigma)
+        or sigma <= 0
+    ):
+        raise ValueError(f"expected `sigma` to be a positive finite number, got {sigma!r}")
     checks.check_positive_int(subsets, "subsets")
     checks.check_positive_int(degree, "degree")
     if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 2:
@@ -280,13 +353,17 @@ def kernel_inception_distance(
     gamma: float | None = None,
     coef: float = 1.0,
     seed: int = 0,
+    kernel: str = "poly",
+    sigma: float = 10.0,
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     r"""Kernel Inception Distance: mean and std of the unbiased MMD² over random subsets.
 
     Each of ``subsets`` rounds draws ``subset_size`` real and ``subset_size`` fake rows without
     replacement (:func:`kid_subset_indices` with the keys ``jax.random.split(key(seed))``) and
     computes :func:`unbiased_mmd2` with ``k(x, y) = (gamma xᵀy + coef)^degree``, ``gamma = 1/dim``
-    by default (torchmetrics' and the KID paper's kernel). The std is the population std
+    by default (torchmetrics' and the KID paper's kernel), or with torch-fidelity's
+    ``kid_kernel="rbf"`` Gaussian kernel ``k(x, y) = exp(-‖x - y‖² / (2 sigma²))`` (its default
+    ``kid_kernel_rbf_sigma`` is 10, as ours). The std is the population std
     (``ddof=0``), as torchmetrics. Work happens in the widest input float dtype (at least
     float32). jit-able with static settings.
 
@@ -299,6 +376,8 @@ def kernel_inception_distance(
         gamma: Kernel scale; ``None`` means ``1 / dim``.
         coef: Kernel offset.
         seed: Seed of the subset draws.
+        kernel: ``"poly"`` (default) or ``"rbf"``.
+        sigma: RBF bandwidth (``kernel="rbf"`` only).
 
     Returns:
         ``(kid_mean, kid_std)`` scalars.
@@ -311,7 +390,7 @@ def kernel_inception_distance(
     References:
         Bińkowski et al., 2018, arXiv:1801.01401.
     """
-    check_kid_settings(subsets, subset_size, degree, gamma, coef)
+    check_kid_settings(subsets, subset_size, degree, gamma, coef, kernel, sigma)
     check_feature_sets(real, fake)
     check_subset_size(subset_size, real.shape[0], "real")
     check_subset_size(subset_size, fake.shape[0], "fake")
@@ -327,4 +406,6 @@ def kernel_inception_distance(
         coef=coef,
         seed=seed,
         dtype=_float_dtype(real, fake),
+        kernel=kernel,
+        sigma=sigma,
     )

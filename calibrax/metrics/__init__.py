@@ -23,6 +23,7 @@ from calibrax.metrics.classification import StreamingPrecision
 from calibrax.metrics.classification import StreamingRecall
 from calibrax.metrics.classification import StreamingTopKAccuracy
 from calibrax.metrics.classification import TopKAccuracy
+from calibrax.metrics.cmmd import CMMD
 from calibrax.metrics.collection import GENERATIVE_METRICS
 from calibrax.metrics.collection import GenerativeMetrics
 from calibrax.metrics.fid import FrechetDistance
@@ -58,6 +59,7 @@ from calibrax.metrics.retrieval import StreamingRetrieval
 
 __all__ = [
     "AUROC",
+    "CMMD",
     "GENERATIVE_METRICS",
     "MSSSIM",
     "PSNR",

@@ -14,6 +14,7 @@ from jaxtyping import Float
 from calibrax.core import checks
 from calibrax.core.base import StatefulMetric
 from calibrax.core.registry import register
+from calibrax.metrics.cmmd import CMMD
 from calibrax.metrics.fid import FrechetDistance
 from calibrax.metrics.frozen_backbone import DEFAULT_BACKBONE
 from calibrax.metrics.frozen_backbone import FrozenBackboneMetric
@@ -27,18 +28,22 @@ from calibrax.metrics.reference import read_reference
 from calibrax.metrics.reference import set_rows
 from calibrax.metrics.reference import write_reference
 
-__all__ = ["GENERATIVE_METRICS", "GenerativeMetrics"]
+__all__ = ["DEFAULT_GENERATIVE_METRICS", "GENERATIVE_METRICS", "GenerativeMetrics"]
 
 #: The members a :class:`GenerativeMetrics` can hold, by short name.
-GENERATIVE_METRICS = ("fid", "kid", "is", "prdc")
+GENERATIVE_METRICS = ("fid", "kid", "is", "prdc", "cmmd")
+#: The members built when ``metrics`` is not given (CMMD is asked for by name: it is meant for a
+#: CLIP feature space).
+DEFAULT_GENERATIVE_METRICS = ("fid", "kid", "is", "prdc")
 _CLASSES = {
     "fid": FrechetDistance,
     "kid": KernelDistance,
     "is": InceptionScore,
     "prdc": PrecisionRecall,
+    "cmmd": CMMD,
 }
 # Attribute of each member on the collection ("is" is a Python keyword).
-_ATTRS = {"fid": "fid", "kid": "kid", "is": "inception", "prdc": "prdc"}
+_ATTRS = {"fid": "fid", "kid": "kid", "is": "inception", "prdc": "prdc", "cmmd": "cmmd"}
 
 
 def _member_options(metrics: Any) -> dict[str, dict[str, Any]]:
@@ -85,7 +90,8 @@ class GenerativeMetrics(FrozenBackboneMetric):
     (``backbone.forward`` gives features and logits together when the backbone has it, as
     InceptionV3-FID and EfficientNet-Lite0 do) and feeds the features to
     :class:`FrechetDistance`, :class:`KernelDistance` and :class:`PrecisionRecall` and the logits
-    to :class:`InceptionScore` (generated samples only). KID and PRDC share one feature buffer
+    to :class:`InceptionScore` (generated samples only), and on request to :class:`CMMD` (with a
+    CLIP backbone, CLIP-FID and CMMD come from the same pass). KID and PRDC share one feature buffer
     per side (the same ``MetricState`` arrays), so asking for both costs the memory of one.
 
     It is a :class:`~calibrax.core.StatefulMetric` like its members: ``update`` runs under
@@ -110,8 +116,8 @@ class GenerativeMetrics(FrozenBackboneMetric):
     Args:
         backbone: Backbone module/callable, name for ``calibrax.backbones.load``, or ``None``
             (precomputed ``features=`` and ``logits=`` only).
-        metrics: Members to compute: names from ``("fid", "kid", "is", "prdc")`` (a sequence or
-            a comma-separated string), or a mapping name -> options of that member's constructor
+        metrics: Members to compute: names from ``("fid", "kid", "is", "prdc", "cmmd")`` (a
+            sequence or a comma-separated string; default all but ``"cmmd"``), or a mapping name -> options of that member's constructor
             (e.g. ``{"kid": {"subset_size": 500}, "prdc": {"k": 3}}``).
         max_samples: Default buffer capacity per side of the buffered members.
         num_features: Feature length (required with ``backbone=None``).
@@ -134,7 +140,7 @@ class GenerativeMetrics(FrozenBackboneMetric):
         self,
         *,
         backbone: Any = DEFAULT_BACKBONE,
-        metrics: Any = GENERATIVE_METRICS,
+        metrics: Any = DEFAULT_GENERATIVE_METRICS,
         max_samples: int = 10_000,
         num_features: int | None = None,
         num_classes: int | None = None,

@@ -43,7 +43,8 @@ class KernelDistance(BufferedFeatureMetric, RealRowsReference):
     :meth:`compute` draws ``subsets`` subsets of ``subset_size`` rows per side without replacement
     (seeded by ``seed``, the same draws as
     :func:`calibrax.functional.kernel_inception_distance` on the same rows) and returns the mean
-    and population std of the unbiased MMD² with ``k(x, y) = (gamma xᵀy + coef)^degree``.
+    and population std of the unbiased MMD² with ``k(x, y) = (gamma xᵀy + coef)^degree`` (or the
+    Gaussian RBF kernel with ``kernel="rbf"``).
 
     ``update(images=..., real=...)`` / ``update(features=..., real=...)`` runs under ``nnx.jit``;
     unknown keyword arguments are ignored (``nnx.MultiMetric``).
@@ -63,6 +64,9 @@ class KernelDistance(BufferedFeatureMetric, RealRowsReference):
         gamma: Kernel scale, ``None`` for ``1 / num_features``.
         coef: Kernel offset.
         seed: Seed of the subset draws.
+        kernel: ``"poly"`` (default, KID's polynomial kernel) or ``"rbf"`` (Gaussian,
+            ``exp(-‖x - y‖² / (2 sigma²))``, torch-fidelity's ``kid_kernel="rbf"``).
+        sigma: RBF bandwidth (``kernel="rbf"`` only; torch-fidelity's default 10).
         input_size: ``(height, width)`` for backbones without ``input_size``.
         normalize: ``False``: uint8 images in [0, 255]; ``True``: floats in [0, 1].
         resize_method: :func:`~calibrax.functional.resize_images` mode.
@@ -91,13 +95,15 @@ class KernelDistance(BufferedFeatureMetric, RealRowsReference):
         gamma: float | None = None,
         coef: float = 1.0,
         seed: int = 0,
+        kernel: str = "poly",
+        sigma: float = 10.0,
         input_size: tuple[int, int] | None = None,
         normalize: bool = False,
         resize_method: str | None = None,
         reset_real_features: bool = True,
         dtype: Any = None,
     ) -> None:
-        check_kid_settings(subsets, subset_size, degree, gamma, coef)
+        check_kid_settings(subsets, subset_size, degree, gamma, coef, kernel, sigma)
         super().__init__(
             backbone=backbone,
             num_features=num_features,
@@ -115,6 +121,8 @@ class KernelDistance(BufferedFeatureMetric, RealRowsReference):
         self.gamma = gamma
         self.coef = coef
         self.seed = seed
+        self.kernel = kernel
+        self.sigma = sigma
 
     def update(
         self,
@@ -169,6 +177,8 @@ class KernelDistance(BufferedFeatureMetric, RealRowsReference):
             coef=self.coef,
             seed=self.seed,
             dtype=self.dtype,
+            kernel=self.kernel,
+            sigma=self.sigma,
         )
         return self._nan_if_overflowed({"kid_mean": mean, "kid_std": std})
 

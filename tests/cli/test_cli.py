@@ -4,6 +4,7 @@ Every error is one line on stderr (``calibrax: error: ...``) with exit code 1; u
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -493,7 +494,7 @@ def test_reference_errors_through_the_entry_point(folders, tmp_path):
     )
     _one_line_error(
         run("fid", str(folders / "a"), str(folders / "b"), "--metrics", "fid,fvd"),
-        "expected `--metrics` to be a comma-separated list of fid, kid, is, prdc, got 'fid,fvd'",
+        "expected `--metrics` to be a comma-separated list of fid, kid, is, prdc, cmmd, got 'fid,fvd'",
     )
 
 
@@ -554,3 +555,27 @@ def test_pytorch_fid_file_count_is_unknown_and_2048_features_name_the_backbone(
         "got 2048; 2048 features are InceptionV3-FID's, as pytorch-fid writes them: use "
         'backbone="inception-v3-fid" (--backbone inception-v3-fid)'
     ) in err, err
+
+
+def test_cmmd_command_defaults_to_clip_and_refuses_a_reference(folders, tmp_path, tiny_cli):
+    a, b = str(folders / "a"), str(folders / "b")
+    code, out, err = tiny_cli("cmmd", a, b, "--metrics", "cmmd,fid", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["backbone"] == "clip-vit-l14"  # the CMMD paper's feature space by default
+    assert set(got) == {"cmmd", "frechet_distance"} | RUN_KEYS
+    assert got["cmmd"] > 0 and math.isfinite(got["cmmd"])
+    # The same collection as `kid --metrics cmmd`: one pipeline, one number.
+    code, out, err = tiny_cli(
+        "kid", a, b, "--metrics", "cmmd", "--backbone", "clip-vit-l14", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["cmmd"] == got["cmmd"]
+    ref = str(tmp_path / "ref.npz")
+    assert tiny_cli("stats", a, "-o", ref)[0] == 0
+    code, out, err = tiny_cli("cmmd", ref, b)
+    assert code == 1
+    assert err.strip() == (
+        f"calibrax: error: expected two image folders for cmmd (a reference file does not hold "
+        f"its normalized embeddings), got the reference {ref!r}"
+    )

@@ -216,12 +216,12 @@ def test_bad_settings_and_inputs():
 
     raises(
         ValueError,
-        "expected `metrics` to be one of 'fid', 'kid', 'is', 'prdc', got 'lpips'",
+        "expected `metrics` to be one of 'fid', 'kid', 'is', 'prdc', 'cmmd', got 'lpips'",
         lambda: GenerativeMetrics(backbone=None, num_features=D, metrics=("fid", "lpips")),
     )
     raises(
         ValueError,
-        "expected `metrics` to name at least one of fid, kid, is, prdc, got none",
+        "expected `metrics` to name at least one of fid, kid, is, prdc, cmmd, got none",
         lambda: GenerativeMetrics(backbone=None, num_features=D, metrics=()),
     )
     raises(

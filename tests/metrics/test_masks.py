@@ -25,6 +25,7 @@ from calibrax.core.base import StatefulMetric
 from calibrax.core.registry import list_entries
 from calibrax.learned import LPIPSMetric
 from calibrax.learned._toy import ToyTrunk
+from calibrax.metrics import CMMD
 from calibrax.metrics import FrechetDistance
 from calibrax.metrics import GenerativeMetrics
 from calibrax.metrics import InceptionScore
@@ -158,6 +159,10 @@ CASES = {
         ),
         lambda r, n: {"features": r.normal(size=(n, 3))},
     ),
+    "CMMD": (
+        lambda: CMMD(backbone=None, num_features=3, max_samples=32, block_size=8),
+        lambda r, n: {"features": r.normal(size=(n, 3))},
+    ),
     "PrecisionRecall": (
         lambda: PrecisionRecall(backbone=None, num_features=3, max_samples=32, k=2),
         lambda r, n: {"features": r.normal(size=(n, 3))},
@@ -186,8 +191,8 @@ CASES = {
         lambda r, n: _pt(r.random((n, 16, 16, 3)), r.random((n, 16, 16, 3))),
     ),
 }
-BUFFERED = {"StreamingRetrieval", "KernelDistance", "PrecisionRecall", "InceptionScore"}
-TWO_SIDED = {"FrechetDistance", "KernelDistance", "PrecisionRecall", "GenerativeMetrics"}
+BUFFERED = {"StreamingRetrieval", "KernelDistance", "PrecisionRecall", "InceptionScore", "CMMD"}
+TWO_SIDED = {"FrechetDistance", "KernelDistance", "PrecisionRecall", "GenerativeMetrics", "CMMD"}
 
 
 def test_every_stateful_metric_has_a_case():
