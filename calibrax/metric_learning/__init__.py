@@ -7,6 +7,7 @@ from calibrax.metric_learning.distances import BaseDistance
 from calibrax.metric_learning.distances import CosineSimilarity
 from calibrax.metric_learning.distances import DotProductSimilarity
 from calibrax.metric_learning.distances import LpDistance
+from calibrax.metric_learning.losses import AngularLoss
 from calibrax.metric_learning.losses import ArcFaceLoss
 from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
@@ -37,6 +38,7 @@ from calibrax.metric_learning.tuples import PairMask
 from calibrax.metric_learning.tuples import TripletMask
 
 __all__ = [
+    "AngularLoss",
     "ArcFaceLoss",
     "AvgNonZeroReducer",
     "BaseDistance",

@@ -1,6 +1,7 @@
 """Metric-learning losses: ``loss(embeddings, labels) -> scalar``, jit-compiled and
 differentiable."""
 
+from calibrax.metric_learning.losses.angular import AngularLoss
 from calibrax.metric_learning.losses.arcface import ArcFaceLoss
 from calibrax.metric_learning.losses.circle import CircleLoss
 from calibrax.metric_learning.losses.contrastive import ContrastiveLoss
@@ -21,6 +22,7 @@ from calibrax.metric_learning.losses.supcon import SupConLoss
 from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
 
 __all__ = [
+    "AngularLoss",
     "ArcFaceLoss",
     "CircleLoss",
     "ContrastiveLoss",

@@ -1,0 +1,61 @@
+"""Strict parity helpers (1e-6 relative, float64) for the losses added in issue 16.
+
+Built on :mod:`_pml_parity` (same jitted value-and-gradient function on our side, same autograd on
+PML's), with tighter tolerances and more batch shapes: the (14, 6) named batches of
+``_pml_parity.BATCHES`` (one class, all singletons, duplicates, two classes, one positive pair)
+plus a small (5, 3) batch and a larger (33, 16) one with other seeds. Both sides evaluate the same
+formulas in float64, so the measured differences are ~1e-15; 1e-6 relative (values and gradients,
+gradients also 1e-9 of the largest entry for entries that are ~0 on both sides) is the
+acceptance bound of the issue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from _pml_parity import BATCHES
+from _pml_parity import ours_value_and_grad_fn
+from _pml_parity import pml_value_and_grad
+
+RTOL = 1e-6
+
+
+def _extra_batches() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    rng = np.random.default_rng(10)
+    out["small_5x3"] = (rng.normal(size=(5, 3)), np.array([0, 0, 1, 1, 2]))
+    rng = np.random.default_rng(11)
+    out["large_33x16"] = (rng.normal(size=(33, 16)), rng.integers(0, 8, size=33))
+    return out
+
+
+ALL_BATCHES = {**BATCHES, **_extra_batches()}
+
+
+def assert_close(ours: tuple[float, np.ndarray], theirs: tuple[float, np.ndarray], name: str):
+    """Values to 1e-6 relative, gradients to 1e-6 relative + 1e-9 of the largest entry."""
+    (v1, g1), (v2, g2) = ours, theirs
+    np.testing.assert_allclose(v1, v2, rtol=RTOL, atol=1e-12, err_msg=name)
+    scale = max(float(np.abs(g2).max(initial=0.0)), 1e-30)
+    np.testing.assert_allclose(g1, g2, rtol=RTOL, atol=1e-9 * scale, err_msg=name)
+    assert np.all(np.isfinite(g1)), name
+
+
+def assert_strict_parity(
+    ours: Any,
+    theirs: Any,
+    *,
+    our_miner: Any = None,
+    their_miner: Any = None,
+    names: tuple[str, ...] | None = None,
+) -> dict[str, float]:
+    """Compare on every batch of :data:`ALL_BATCHES` (or ``names``); returns PML's values."""
+    run = ours_value_and_grad_fn(ours, our_miner)
+    values = {}
+    for name in names or tuple(ALL_BATCHES):
+        emb, lab = ALL_BATCHES[name]
+        theirs_out = pml_value_and_grad(theirs, emb, lab, their_miner)
+        assert_close(run(emb, lab), theirs_out, name)
+        values[name] = theirs_out[0]
+    return values
