@@ -13,6 +13,7 @@ from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
+from calibrax.metric_learning.losses import IntraPairVarianceLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
 from calibrax.metric_learning.losses import MarginLoss
 from calibrax.metric_learning.losses import MultiSimilarityLoss
@@ -52,6 +53,7 @@ __all__ = [
     "CosineSimilarity",
     "DotProductSimilarity",
     "GeneralizedLiftedStructureLoss",
+    "IntraPairVarianceLoss",
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",

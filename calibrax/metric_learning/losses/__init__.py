@@ -9,6 +9,7 @@ from calibrax.metric_learning.losses.cosface import CosFaceLoss
 from calibrax.metric_learning.losses.generalized_lifted_structure import (
     GeneralizedLiftedStructureLoss,
 )
+from calibrax.metric_learning.losses.intra_pair_variance import IntraPairVarianceLoss
 from calibrax.metric_learning.losses.lifted_structure import LiftedStructureLoss
 from calibrax.metric_learning.losses.margin import MarginLoss
 from calibrax.metric_learning.losses.multi_similarity import MultiSimilarityLoss
@@ -28,6 +29,7 @@ __all__ = [
     "ContrastiveLoss",
     "CosFaceLoss",
     "GeneralizedLiftedStructureLoss",
+    "IntraPairVarianceLoss",
     "LiftedStructureLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
