@@ -17,6 +17,7 @@ from calibrax.metric_learning.losses import IntraPairVarianceLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
 from calibrax.metric_learning.losses import MarginLoss
 from calibrax.metric_learning.losses import MultiSimilarityLoss
+from calibrax.metric_learning.losses import NCALoss
 from calibrax.metric_learning.losses import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
@@ -61,6 +62,7 @@ __all__ = [
     "MeanReducer",
     "MultiSimilarityLoss",
     "MultiSimilarityMiner",
+    "NCALoss",
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",

@@ -5,7 +5,8 @@ PML's), with tighter tolerances and more batch shapes: the (14, 6) named batches
 ``_pml_parity.BATCHES`` (one class, all singletons, duplicates, two classes, one positive pair)
 plus a small (5, 3) batch and a larger (33, 16) one with other seeds. Both sides evaluate the same
 formulas in float64, so the measured differences are ~1e-15; 1e-6 relative (values and gradients,
-gradients also 1e-9 of the largest entry for entries that are ~0 on both sides) is the
+gradients also 1e-9 of the largest entry, at least 1e-12, for entries that are ~0 on both
+sides) is the
 acceptance bound of the issue.
 """
 
@@ -34,11 +35,13 @@ ALL_BATCHES = {**BATCHES, **_extra_batches()}
 
 
 def assert_close(ours: tuple[float, np.ndarray], theirs: tuple[float, np.ndarray], name: str):
-    """Values to 1e-6 relative, gradients to 1e-6 relative + 1e-9 of the largest entry."""
+    """Values to 1e-6 relative, gradients to 1e-6 relative + 1e-9 of the largest entry (at least
+    1e-12: a loss that is exactly flat, such as NCA on one class, has ~1e-18 rounding noise for
+    a gradient on both sides)."""
     (v1, g1), (v2, g2) = ours, theirs
     np.testing.assert_allclose(v1, v2, rtol=RTOL, atol=1e-12, err_msg=name)
     scale = max(float(np.abs(g2).max(initial=0.0)), 1e-30)
-    np.testing.assert_allclose(g1, g2, rtol=RTOL, atol=1e-9 * scale, err_msg=name)
+    np.testing.assert_allclose(g1, g2, rtol=RTOL, atol=max(1e-9 * scale, 1e-12), err_msg=name)
     assert np.all(np.isfinite(g1)), name
 
 

@@ -14,6 +14,7 @@ from calibrax.metric_learning.losses.lifted_structure import LiftedStructureLoss
 from calibrax.metric_learning.losses.margin import MarginLoss
 from calibrax.metric_learning.losses.multi_similarity import MultiSimilarityLoss
 from calibrax.metric_learning.losses.n_pairs import NPairsLoss
+from calibrax.metric_learning.losses.nca import NCALoss
 from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses.ntxent import NTXentLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
@@ -33,6 +34,7 @@ __all__ = [
     "LiftedStructureLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
+    "NCALoss",
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
