@@ -14,6 +14,7 @@ from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
 from calibrax.metric_learning.losses import IntraPairVarianceLoss
+from calibrax.metric_learning.losses import LargeMarginSoftmaxLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
 from calibrax.metric_learning.losses import MarginLoss
 from calibrax.metric_learning.losses import MultiSimilarityLoss
@@ -23,6 +24,7 @@ from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
+from calibrax.metric_learning.losses import SphereFaceLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
@@ -55,6 +57,7 @@ __all__ = [
     "DotProductSimilarity",
     "GeneralizedLiftedStructureLoss",
     "IntraPairVarianceLoss",
+    "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",
@@ -70,6 +73,7 @@ __all__ = [
     "PairMask",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SumReducer",
     "SupConLoss",

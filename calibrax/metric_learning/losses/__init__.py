@@ -10,6 +10,7 @@ from calibrax.metric_learning.losses.generalized_lifted_structure import (
     GeneralizedLiftedStructureLoss,
 )
 from calibrax.metric_learning.losses.intra_pair_variance import IntraPairVarianceLoss
+from calibrax.metric_learning.losses.large_margin_softmax import LargeMarginSoftmaxLoss
 from calibrax.metric_learning.losses.lifted_structure import LiftedStructureLoss
 from calibrax.metric_learning.losses.margin import MarginLoss
 from calibrax.metric_learning.losses.multi_similarity import MultiSimilarityLoss
@@ -19,6 +20,7 @@ from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmax
 from calibrax.metric_learning.losses.ntxent import NTXentLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
 from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
+from calibrax.metric_learning.losses.sphereface import SphereFaceLoss
 from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses.supcon import SupConLoss
 from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
@@ -31,6 +33,7 @@ __all__ = [
     "CosFaceLoss",
     "GeneralizedLiftedStructureLoss",
     "IntraPairVarianceLoss",
+    "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
@@ -40,6 +43,7 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
     "TripletMarginLoss",
