@@ -24,6 +24,7 @@ from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
+from calibrax.metric_learning.losses import SoftTripleLoss
 from calibrax.metric_learning.losses import SphereFaceLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
@@ -73,6 +74,7 @@ __all__ = [
     "PairMask",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "SoftTripleLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SumReducer",

@@ -20,6 +20,7 @@ from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmax
 from calibrax.metric_learning.losses.ntxent import NTXentLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
 from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
+from calibrax.metric_learning.losses.soft_triple import SoftTripleLoss
 from calibrax.metric_learning.losses.sphereface import SphereFaceLoss
 from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses.supcon import SupConLoss
@@ -43,6 +44,7 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "SoftTripleLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
