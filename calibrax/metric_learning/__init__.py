@@ -22,6 +22,7 @@ from calibrax.metric_learning.losses import NCALoss
 from calibrax.metric_learning.losses import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
+from calibrax.metric_learning.losses import P2SGradLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
 from calibrax.metric_learning.losses import SoftTripleLoss
@@ -70,6 +71,7 @@ __all__ = [
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
+    "P2SGradLoss",
     "PairMarginMiner",
     "PairMask",
     "ProxyAnchorLoss",

@@ -18,6 +18,7 @@ from calibrax.metric_learning.losses.n_pairs import NPairsLoss
 from calibrax.metric_learning.losses.nca import NCALoss
 from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses.ntxent import NTXentLoss
+from calibrax.metric_learning.losses.p2s_grad import P2SGradLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
 from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
 from calibrax.metric_learning.losses.soft_triple import SoftTripleLoss
@@ -42,6 +43,7 @@ __all__ = [
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
+    "P2SGradLoss",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "SoftTripleLoss",
