@@ -13,6 +13,7 @@ from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
+from calibrax.metric_learning.losses import HistogramLoss
 from calibrax.metric_learning.losses import InstanceLoss
 from calibrax.metric_learning.losses import IntraPairVarianceLoss
 from calibrax.metric_learning.losses import LargeMarginSoftmaxLoss
@@ -59,6 +60,7 @@ __all__ = [
     "CosineSimilarity",
     "DotProductSimilarity",
     "GeneralizedLiftedStructureLoss",
+    "HistogramLoss",
     "InstanceLoss",
     "IntraPairVarianceLoss",
     "LargeMarginSoftmaxLoss",

@@ -9,6 +9,7 @@ from calibrax.metric_learning.losses.cosface import CosFaceLoss
 from calibrax.metric_learning.losses.generalized_lifted_structure import (
     GeneralizedLiftedStructureLoss,
 )
+from calibrax.metric_learning.losses.histogram import HistogramLoss
 from calibrax.metric_learning.losses.instance import InstanceLoss
 from calibrax.metric_learning.losses.intra_pair_variance import IntraPairVarianceLoss
 from calibrax.metric_learning.losses.large_margin_softmax import LargeMarginSoftmaxLoss
@@ -35,6 +36,7 @@ __all__ = [
     "ContrastiveLoss",
     "CosFaceLoss",
     "GeneralizedLiftedStructureLoss",
+    "HistogramLoss",
     "InstanceLoss",
     "IntraPairVarianceLoss",
     "LargeMarginSoftmaxLoss",
