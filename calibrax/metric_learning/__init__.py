@@ -12,6 +12,7 @@ from calibrax.metric_learning.losses import ArcFaceLoss
 from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
+from calibrax.metric_learning.losses import FastAPLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
 from calibrax.metric_learning.losses import HistogramLoss
 from calibrax.metric_learning.losses import InstanceLoss
@@ -59,6 +60,7 @@ __all__ = [
     "CosFaceLoss",
     "CosineSimilarity",
     "DotProductSimilarity",
+    "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
     "HistogramLoss",
     "InstanceLoss",
