@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 from jaxtyping import Float
@@ -22,11 +23,31 @@ from calibrax.metric_learning.tuples import PairMask
 
 __all__ = [
     "MinedClassWeightLoss",
+    "NonFiniteIsNaN",
     "check_indices_tuple",
     "miner_weights",
+    "nan_unless_finite",
     "reject_indices_tuple",
     "reject_ref",
 ]
+
+
+def nan_unless_finite(loss: jax.Array, embeddings: jax.Array) -> jax.Array:
+    """``loss``, or NaN if ``embeddings`` hold NaN/Inf: under jit the eager check cannot raise,
+    and masks built from comparisons would silently drop such rows and give a plausible number."""
+    finite = jnp.all(jnp.isfinite(embeddings))
+    return jnp.where(finite, loss, jnp.full_like(loss, jnp.nan))
+
+
+class NonFiniteIsNaN:
+    """Mixin for a :class:`~calibrax.metric_learning.BaseMetricLossFunction`: the loss is NaN when
+    the embeddings hold NaN/Inf (see :func:`nan_unless_finite`)."""
+
+    def compute_loss(
+        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, reducer: Any
+    ) -> jax.Array:
+        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer)  # type: ignore[misc]
+        return nan_unless_finite(loss, embeddings)
 
 
 def check_indices_tuple(indices_tuple: Any, batch: int) -> None:
@@ -151,7 +172,7 @@ class MinedClassWeightLoss(ClassWeightLoss):
         values = self._per_sample(embeddings.astype(dtype), labels)
         values = values * miner_weights(indices_tuple, labels.shape[0], values.dtype)
         reducer = self.reducer if self.reducer is not None else MeanReducer()
-        loss = reducer(values, jnp.ones_like(values))
+        loss = nan_unless_finite(reducer(values, jnp.ones_like(values)), embeddings)
         out_of_range = jnp.any((labels < 0) | (labels >= self.num_classes))
         loss = jnp.where(out_of_range, jnp.nan, loss)
         return loss.astype(embeddings.dtype)

@@ -16,6 +16,7 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import working
@@ -50,7 +51,7 @@ def gather_positives(pos: jax.Array, slots: int) -> tuple[jax.Array, jax.Array]:
     differentiable=True,
     example=loss_example(lambda: AngularLoss()),
 )
-class AngularLoss(DistanceLoss):
+class AngularLoss(NonFiniteIsNaN, DistanceLoss):
     r"""Angular loss, as pytorch-metric-learning 2.9's ``AngularLoss``.
 
     For each positive pair ``(a, p)`` (all of them, or the miner's), with :math:`\hat x` the

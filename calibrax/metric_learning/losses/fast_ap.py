@@ -13,6 +13,7 @@ from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.base_distance import safe_abs
 from calibrax.metric_learning.distances.lp_distance import LpDistance
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._mined import miner_weights
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
@@ -30,7 +31,7 @@ __all__ = ["FastAPLoss"]
     differentiable=True,
     example=loss_example(lambda: FastAPLoss()),
 )
-class FastAPLoss(DistanceLoss):
+class FastAPLoss(NonFiniteIsNaN, DistanceLoss):
     r"""FastAP loss, as pytorch-metric-learning 2.9's ``FastAPLoss``.
 
     Each anchor's distances to its positives and to its negatives (all of them, from the labels)

@@ -15,6 +15,7 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import working
@@ -32,7 +33,7 @@ __all__ = ["HistogramLoss"]
     differentiable=True,
     example=loss_example(lambda: HistogramLoss()),
 )
-class HistogramLoss(DistanceLoss):
+class HistogramLoss(NonFiniteIsNaN, DistanceLoss):
     r"""Histogram loss, as pytorch-metric-learning 2.9's ``HistogramLoss``.
 
     The similarities of the distinct positive pairs and of the distinct negative pairs (unordered

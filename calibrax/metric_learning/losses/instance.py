@@ -11,6 +11,7 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._mined import reject_indices_tuple
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
@@ -39,7 +40,7 @@ def dense_rank(labels: jax.Array) -> jax.Array:
     differentiable=True,
     example=loss_example(lambda: InstanceLoss()),
 )
-class InstanceLoss(DistanceLoss):
+class InstanceLoss(NonFiniteIsNaN, DistanceLoss):
     r"""Instance loss, as pytorch-metric-learning 2.9's ``InstanceLoss``.
 
     The (B, B) cosine similarities times :math:`\gamma` are the logits of a B-way

@@ -11,6 +11,7 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.reducers.base_reducer import safe_mean
@@ -27,7 +28,7 @@ __all__ = ["IntraPairVarianceLoss"]
     differentiable=True,
     example=loss_example(lambda: IntraPairVarianceLoss()),
 )
-class IntraPairVarianceLoss(GenericPairLoss):
+class IntraPairVarianceLoss(NonFiniteIsNaN, GenericPairLoss):
     r"""Intra-pair variance loss, as pytorch-metric-learning 2.9's ``IntraPairVarianceLoss``.
 
     With similarities :math:`s` (cosine by default) and :math:`\mu_+`, :math:`\mu_-` the means over

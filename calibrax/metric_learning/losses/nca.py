@@ -12,6 +12,7 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._mined import miner_weights
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
@@ -31,7 +32,7 @@ __all__ = ["NCALoss"]
     differentiable=True,
     example=loss_example(lambda: NCALoss()),
 )
-class NCALoss(DistanceLoss):
+class NCALoss(NonFiniteIsNaN, DistanceLoss):
     r"""NCA loss, as pytorch-metric-learning 2.9's ``NCALoss``.
 
     Each sample ``i`` picks a neighbour ``j != i`` with probability

@@ -12,6 +12,7 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from calibrax.core.registry import register
+from calibrax.metric_learning.losses._mined import nan_unless_finite
 from calibrax.metric_learning.losses._mined import reject_indices_tuple
 from calibrax.metric_learning.losses._mined import reject_ref
 from calibrax.metric_learning.losses._weight_losses import ClassWeightLoss
@@ -156,4 +157,5 @@ class P2SGradLoss(ClassWeightLoss):
         """
         reject_indices_tuple(type(self).__name__, indices_tuple)
         reject_ref(type(self).__name__, ref_emb, ref_labels)
-        return super().__call__(embeddings, labels)
+        loss = super().__call__(embeddings, labels)
+        return nan_unless_finite(loss, jnp.asarray(embeddings))
