@@ -7,19 +7,29 @@ from calibrax.metric_learning.distances import BaseDistance
 from calibrax.metric_learning.distances import CosineSimilarity
 from calibrax.metric_learning.distances import DotProductSimilarity
 from calibrax.metric_learning.distances import LpDistance
+from calibrax.metric_learning.losses import AngularLoss
 from calibrax.metric_learning.losses import ArcFaceLoss
 from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
+from calibrax.metric_learning.losses import FastAPLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
+from calibrax.metric_learning.losses import HistogramLoss
+from calibrax.metric_learning.losses import InstanceLoss
+from calibrax.metric_learning.losses import IntraPairVarianceLoss
+from calibrax.metric_learning.losses import LargeMarginSoftmaxLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
 from calibrax.metric_learning.losses import MarginLoss
 from calibrax.metric_learning.losses import MultiSimilarityLoss
+from calibrax.metric_learning.losses import NCALoss
 from calibrax.metric_learning.losses import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
+from calibrax.metric_learning.losses import P2SGradLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
+from calibrax.metric_learning.losses import SoftTripleLoss
+from calibrax.metric_learning.losses import SphereFaceLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
@@ -37,6 +47,7 @@ from calibrax.metric_learning.tuples import PairMask
 from calibrax.metric_learning.tuples import TripletMask
 
 __all__ = [
+    "AngularLoss",
     "ArcFaceLoss",
     "AvgNonZeroReducer",
     "BaseDistance",
@@ -49,7 +60,12 @@ __all__ = [
     "CosFaceLoss",
     "CosineSimilarity",
     "DotProductSimilarity",
+    "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
+    "HistogramLoss",
+    "InstanceLoss",
+    "IntraPairVarianceLoss",
+    "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",
@@ -57,13 +73,17 @@ __all__ = [
     "MeanReducer",
     "MultiSimilarityLoss",
     "MultiSimilarityMiner",
+    "NCALoss",
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
+    "P2SGradLoss",
     "PairMarginMiner",
     "PairMask",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "SoftTripleLoss",
+    "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SumReducer",
     "SupConLoss",

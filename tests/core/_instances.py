@@ -88,6 +88,11 @@ KWARGS: dict[str, Callable[[], dict[str, Any]]] = {
         ],
         _three_classes,
     ),
+    # Class-weight losses of issue 16 (PML 2.9 names; P2SGrad keeps PML's argument names).
+    **dict.fromkeys(
+        ["large_margin_softmax_loss", "soft_triple_loss", "sphereface_loss"], _classifier_loss
+    ),
+    "p2s_grad_loss": lambda: {"descriptors_dim": 4, "num_classes": 3, "rngs": nnx.Rngs(0)},
 }
 
 

@@ -1,0 +1,99 @@
+"""InstanceLoss: each sample classified among the batch by its scaled cosine similarities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from calibrax.core.registry import register
+from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
+from calibrax.metric_learning.losses._mined import reject_indices_tuple
+from calibrax.metric_learning.losses._pair_base import DistanceLoss
+from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.losses._weight_losses import check_positive_number
+from calibrax.metric_learning.losses._weight_losses import cross_entropy
+
+__all__ = ["InstanceLoss", "dense_rank"]
+
+
+def dense_rank(labels: jax.Array) -> jax.Array:
+    """Each label's index among the sorted distinct labels (``torch.unique(...,
+    return_inverse=True)``), with fixed shapes: a sort and a search."""
+    ordered = jnp.sort(labels)
+    first = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
+    distinct_upto = jnp.cumsum(first.astype(jnp.int32))
+    return distinct_upto[jnp.searchsorted(ordered, labels, side="left")] - 1
+
+
+@register(
+    "instance_loss",
+    kind="loss",
+    tier=3,
+    domain="metric_learning",
+    higher_is_better=False,
+    differentiable=True,
+    example=loss_example(lambda: InstanceLoss()),
+)
+class InstanceLoss(NonFiniteIsNaN, DistanceLoss):
+    r"""Instance loss, as pytorch-metric-learning 2.9's ``InstanceLoss``.
+
+    The (B, B) cosine similarities times :math:`\gamma` are the logits of a B-way
+    classification of each sample, whose target is the rank ``r_i`` of its label among the
+    batch's distinct labels (PML's ``torch.unique(labels, return_inverse=True)``):
+
+    .. math::
+        L_i = -\log \frac{e^{\gamma \cos(x_i, x_{r_i})}}{\sum_j e^{\gamma \cos(x_i, x_j)}},
+
+    averaged over the batch (default :class:`~calibrax.metric_learning.MeanReducer`). With one
+    label per sample (the paper's instance setting, labels ``0..B-1``) the target of each sample
+    is itself.
+
+    Args:
+        gamma: Scale of the cosines, > 0. Default 64.
+        distance: Must be :class:`~calibrax.metric_learning.CosineSimilarity` (the default), as
+            pytorch-metric-learning requires.
+        reducer: Default :class:`~calibrax.metric_learning.MeanReducer`.
+
+    Raises:
+        ValueError: If ``gamma`` is not a positive number or ``distance`` is another distance.
+
+    References:
+        Zheng et al., 2020, "Dual-Path Convolutional Image-Text Embeddings with Instance Loss",
+        arXiv:1711.05535.
+    """
+
+    def __init__(
+        self, *, gamma: float = 64.0, distance: BaseDistance | None = None, reducer: Any = None
+    ) -> None:
+        super().__init__(distance=distance, reducer=reducer)
+        check_positive_number(gamma, "gamma")
+        if not isinstance(self.distance, CosineSimilarity):
+            raise ValueError(f"expected `distance` to be a CosineSimilarity, got {self.distance!r}")
+        self.gamma = float(gamma)
+
+    def default_distance(self) -> BaseDistance:
+        """Cosine similarity, as in pytorch-metric-learning."""
+        return CosineSimilarity()
+
+    def validate_inputs(self, embeddings: Any, labels: Any, indices_tuple: Any = None) -> None:
+        """As :meth:`BaseMetricLossFunction.validate_inputs`; miner output is refused.
+
+        Raises:
+            ValueError: If ``indices_tuple`` is not None, or see the base class.
+            TypeError: See the base class.
+        """
+        reject_indices_tuple(type(self).__name__, indices_tuple)
+        super().validate_inputs(embeddings, labels)
+
+    def compute_terms(
+        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+    ) -> dict[str, LossTerm]:
+        logits = self.distance(working(embeddings)) * self.gamma
+        values = cross_entropy(logits, dense_rank(labels))
+        return {"loss": LossTerm(values, jnp.ones_like(values))}

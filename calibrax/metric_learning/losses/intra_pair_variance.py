@@ -1,0 +1,97 @@
+"""IntraPairVarianceLoss: penalise pairs whose similarity strays from their kind's mean."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from calibrax.core.registry import register
+from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
+from calibrax.metric_learning.losses._pair_base import GenericPairLoss
+from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.reducers.base_reducer import safe_mean
+
+__all__ = ["IntraPairVarianceLoss"]
+
+
+@register(
+    "intra_pair_variance_loss",
+    kind="loss",
+    tier=3,
+    domain="metric_learning",
+    higher_is_better=False,
+    differentiable=True,
+    example=loss_example(lambda: IntraPairVarianceLoss()),
+)
+class IntraPairVarianceLoss(NonFiniteIsNaN, GenericPairLoss):
+    r"""Intra-pair variance loss, as pytorch-metric-learning 2.9's ``IntraPairVarianceLoss``.
+
+    With similarities :math:`s` (cosine by default) and :math:`\mu_+`, :math:`\mu_-` the means over
+    the positive and the negative pairs (each mined pair counted as often as it was mined):
+
+    .. math::
+        L_{ap} = [(1 - \epsilon_+)\,\mu_+ - s_{ap}]_+^2, \qquad
+        L_{an} = [s_{an} - (1 + \epsilon_-)\,\mu_-]_+^2,
+
+    each kind averaged over its pairs (default :class:`~calibrax.metric_learning.MeanReducer`) and
+    the two added. For a distance (not a similarity) the two directions swap:
+    ``[d_ap - (1 + eps_pos) mu_pos]_+^2`` and ``[(1 - eps_neg) mu_neg - d_an]_+^2``. The loss is 0
+    when there is at most one positive and at most one negative pair.
+
+    Args:
+        pos_eps: Relative slack below the positive mean. Default 0.01.
+        neg_eps: Relative slack above the negative mean. Default 0.01.
+        distance: Default :class:`~calibrax.metric_learning.CosineSimilarity`.
+        reducer: Default :class:`~calibrax.metric_learning.MeanReducer`, per kind of pair.
+
+    References:
+        Yu & Tao, 2019, "Deep Metric Learning with Tuplet Margin Loss", ICCV (the intra-pair
+        variance term).
+    """
+
+    def __init__(
+        self,
+        *,
+        pos_eps: float = 0.01,
+        neg_eps: float = 0.01,
+        distance: BaseDistance | None = None,
+        reducer: Any = None,
+    ) -> None:
+        super().__init__(distance=distance, reducer=reducer)
+        self.pos_eps = float(pos_eps)
+        self.neg_eps = float(neg_eps)
+
+    def default_distance(self) -> BaseDistance:
+        """Cosine similarity, as in pytorch-metric-learning."""
+        return CosineSimilarity()
+
+    def compute_terms(
+        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+    ) -> dict[str, LossTerm]:
+        """Over all pairs the gradient w.r.t. the symmetric matrix is symmetric (elementwise
+        terms and means over symmetric masks), so the matrix takes the one-matmul backward pass."""
+        mat, pos, neg = self.pairs(
+            embeddings, labels, indices_tuple, symmetric=indices_tuple is None
+        )
+        return self.mat_terms(mat, pos, neg)
+
+    def mat_terms(self, mat: jax.Array, pos: jax.Array, neg: jax.Array) -> dict[str, LossTerm]:
+        """The two terms from a (query, reference) matrix and its pair counts."""
+        sim = self.distance.is_inverted
+        pos_mean = safe_mean(jnp.sum(pos * mat), jnp.sum(pos))
+        neg_mean = safe_mean(jnp.sum(neg * mat), jnp.sum(neg))
+        if sim:
+            pos_var = (1 - self.pos_eps) * pos_mean - mat
+            neg_var = mat - (1 + self.neg_eps) * neg_mean
+        else:
+            pos_var = mat - (1 + self.pos_eps) * pos_mean
+            neg_var = (1 - self.neg_eps) * neg_mean - mat
+        return {
+            "pos_loss": LossTerm(jnp.square(jax.nn.relu(pos_var)), pos),
+            "neg_loss": LossTerm(jnp.square(jax.nn.relu(neg_var)), neg),
+        }

@@ -1,0 +1,117 @@
+"""NCALoss: neighbourhood component analysis, the log-probability of picking a same-class
+neighbour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from calibrax.core.registry import register
+from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.lp_distance import LpDistance
+from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
+from calibrax.metric_learning.losses._mined import miner_weights
+from calibrax.metric_learning.losses._pair_base import DistanceLoss
+from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.losses._pair_base import neg_big
+from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.losses._weight_losses import check_positive_number
+
+__all__ = ["NCALoss"]
+
+
+@register(
+    "nca_loss",
+    kind="loss",
+    tier=3,
+    domain="metric_learning",
+    higher_is_better=False,
+    differentiable=True,
+    example=loss_example(lambda: NCALoss()),
+)
+class NCALoss(NonFiniteIsNaN, DistanceLoss):
+    r"""NCA loss, as pytorch-metric-learning 2.9's ``NCALoss``.
+
+    Each sample ``i`` picks a neighbour ``j != i`` with probability
+    :math:`p_{ij} \propto e^{-s\, d_{ij}}` (``s = softmax_scale``, ``d`` the squared Euclidean
+    distance of normalised embeddings by default; for a similarity, :math:`e^{s\, d_{ij}}`):
+
+    .. math::
+        L_i = -\log \sum_{j \ne i,\, y_j = y_i} p_{ij},
+
+    times the sample's miner weight (how often it appears in the mined tuples over the most
+    frequent sample, 1 without a miner), averaged over the samples that have a same-class
+    neighbour (default :class:`~calibrax.metric_learning.MeanReducer`). A batch of one sample
+    gives 0.
+
+    The sum is a log-sum-exp of log-probabilities. pytorch-metric-learning takes the log of a
+    sum of probabilities and drops the samples whose sum underflows to exactly 0 (only for
+    distances hundreds of times larger than ``1 / softmax_scale`` in float32); here such samples
+    keep their large, finite loss.
+
+    Args:
+        softmax_scale: Multiplier of the negative distances, > 0. Default 1.
+        distance: Default :class:`~calibrax.metric_learning.LpDistance` with ``power=2``.
+        reducer: Default :class:`~calibrax.metric_learning.MeanReducer`.
+
+    Raises:
+        ValueError: If ``softmax_scale`` is not a positive number.
+
+    References:
+        Goldberger et al., 2004, "Neighbourhood Components Analysis", NeurIPS.
+    """
+
+    def __init__(
+        self,
+        *,
+        softmax_scale: float = 1.0,
+        distance: BaseDistance | None = None,
+        reducer: Any = None,
+    ) -> None:
+        super().__init__(distance=distance, reducer=reducer)
+        check_positive_number(softmax_scale, "softmax_scale")
+        self.softmax_scale = float(softmax_scale)
+
+    def default_distance(self) -> BaseDistance:
+        """Squared Euclidean distance of normalised embeddings, as in pytorch-metric-learning."""
+        return LpDistance(power=2)
+
+    def compute_terms(
+        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+    ) -> dict[str, LossTerm]:
+        emb = working(embeddings)
+        return {"loss": self.nca_term(emb, labels, emb, labels, indices_tuple)}
+
+    def nca_term(
+        self,
+        query: jax.Array,
+        query_labels: jax.Array,
+        ref: jax.Array,
+        ref_labels: jax.Array,
+        indices_tuple: Any,
+    ) -> LossTerm:
+        """Per-query losses against the reference rows; ``ref is query`` leaves out each
+        sample's own pair (and then miner weights count every position of a tuple, else only
+        the anchors, as pytorch-metric-learning)."""
+        same_set = ref is query
+        n_query = query.shape[0]
+        if same_set and n_query <= 1:
+            zero = jnp.zeros((n_query,), query.dtype)
+            return LossTerm(zero, zero)
+        weights = miner_weights(indices_tuple, n_query, query.dtype, anchors_only=not same_set)
+        mat = self.distance(query, None if same_set else ref)
+        logits = self.softmax_scale * (mat if self.distance.is_inverted else -mat)
+        positive = query_labels[:, None] == ref_labels[None, :]
+        if same_set:
+            eye = jnp.eye(n_query, dtype=bool)
+            logits = jnp.where(eye, -jnp.inf, logits)
+            positive = positive & ~eye
+        log_p = jax.nn.log_softmax(logits, axis=1)
+        masked = jnp.where(positive, log_p, neg_big(log_p.dtype))
+        log_pos = jax.nn.logsumexp(masked, axis=1)
+        has_positive = jnp.any(positive, axis=1)
+        values = jnp.where(has_positive, -log_pos, 0) * weights
+        return LossTerm(values, has_positive.astype(query.dtype))

@@ -1,0 +1,161 @@
+"""P2SGradLoss: mean squared error between the cosines to the class weights and one-hot labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Int
+
+from calibrax.core.registry import register
+from calibrax.metric_learning.losses._mined import nan_unless_finite
+from calibrax.metric_learning.losses._mined import reject_indices_tuple
+from calibrax.metric_learning.losses._mined import reject_ref
+from calibrax.metric_learning.losses._weight_losses import ClassWeightLoss
+
+__all__ = ["P2SGradLoss"]
+
+# torch.renorm(p=2, dim=1, maxnorm=1e-5) followed by * 1e5, as pytorch-metric-learning does on
+# every call: columns above the max norm are scaled by maxnorm / (norm + 1e-7).
+_MAXNORM = 1e-5
+_RENORM_EPS = 1e-7
+
+
+def unit_columns(weight: Float[Array, "dim classes"]) -> Float[Array, "dim classes"]:
+    """``weight.renorm(2, 1, 1e-5) * 1e5``: each column of norm above 1e-5 scaled to norm
+    ``norm / (norm + 1e-7)`` (1 up to 1e-7), the others multiplied by 1e5."""
+    norm = jnp.sqrt(jnp.sum(weight * weight, axis=0, keepdims=True))
+    factor = jnp.where(norm > _MAXNORM, _MAXNORM / (norm + _RENORM_EPS), 1)
+    return weight * factor * (1 / _MAXNORM)
+
+
+def _example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
+    embeddings = jax.random.normal(jax.random.key(0), (8, 4), jnp.float32)
+    labels = jnp.array([0, 1, 2, 0, 1, 2, 0, 1], jnp.int32)
+
+    def fn(embeddings: jax.Array, labels: jax.Array) -> jax.Array:
+        return P2SGradLoss(4, 3, rngs=nnx.Rngs(0))(embeddings, labels)
+
+    return fn, (embeddings, labels)
+
+
+@register(
+    "p2s_grad_loss",
+    kind="loss",
+    tier=3,
+    domain="metric_learning",
+    higher_is_better=False,
+    differentiable=True,
+    example=_example,
+)
+class P2SGradLoss(ClassWeightLoss):
+    r"""P2SGrad loss, as pytorch-metric-learning 2.9's ``P2SGradLoss``.
+
+    With :math:`\cos\theta_{ij} = x_i \cdot w_j / \lVert x_i \rVert` (unit-norm class weights),
+    clamped to [-1, 1]:
+
+    .. math::
+        L = \frac{1}{B C} \sum_{i, j} \big(\cos\theta_{ij} - [j = y_i]\big)^2,
+
+    the mean over the batch and the ``C`` classes (already reduced: there is no reducer). Its
+    gradient is the paper's P2SGrad update.
+
+    pytorch-metric-learning rescales the stored weight columns to unit norm in place on every
+    call (``renorm``), then differentiates with respect to the rescaled weights. A pure JAX
+    function cannot write to its parameters, so here the forward pass uses the rescaled columns
+    and passes their gradient to ``weight`` unchanged (a straight-through estimate: the same
+    gradient as PML's); :meth:`renormalize` writes the rescaled columns into ``weight``, to be
+    called after each optimiser step to reproduce PML's trajectory exactly. A column whose norm
+    is below 1e-5 (where PML fails an assertion) makes the loss NaN. A zero embedding divides by
+    its zero norm, as in PML, and gives NaN.
+
+    Attributes:
+        weight: Class weights, ``nnx.Param`` of shape ``(descriptors_dim, num_classes)`` (the
+            layout of pytorch-metric-learning's ``weight``), drawn uniformly from [-1, 1] with
+            ``rngs.params()`` and rescaled to unit columns: PML's distribution, not its numbers
+            (copy PML's ``weight`` in to reproduce a torch run).
+
+    Args:
+        descriptors_dim: Dimension of the embeddings (PML's name and argument order).
+        num_classes: Number of classes.
+        param_dtype: dtype of ``weight``.
+        rngs: Random generators; ``rngs.params()`` initialises ``weight``.
+
+    Raises:
+        ValueError: If ``descriptors_dim`` or ``num_classes`` is not a positive integer.
+
+    References:
+        Zhang et al., 2019, "P2SGrad: Refined Gradients for Optimizing Deep Face Models",
+        arXiv:1905.02479.
+    """
+
+    def __init__(
+        self,
+        descriptors_dim: int,
+        num_classes: int,
+        *,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        super().__init__(num_classes, descriptors_dim, None)
+        self.descriptors_dim = int(descriptors_dim)
+        init = jax.random.uniform(
+            rngs.params(), (descriptors_dim, num_classes), param_dtype, -1.0, 1.0
+        )
+        self.weight = nnx.Param(unit_columns(init))
+
+    def renormalize(self) -> None:
+        """Rescale the stored columns to unit norm, as PML does in place on every call."""
+        self.weight[...] = unit_columns(self.weight[...])
+
+    def _loss(
+        self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
+    ) -> Float[Array, ""]:
+        weight = self.weight[...].astype(embeddings.dtype)
+        unit = unit_columns(weight)
+        used = weight + jax.lax.stop_gradient(unit - weight)
+        # PML's check (1e-5; the arithmetic here is at least float32).
+        w_norm = jnp.sqrt(jnp.sum(unit * unit, axis=0))
+        not_unit = jnp.any(jnp.abs(w_norm - 1) >= 1e-5)
+        x_norm = jnp.sqrt(jnp.sum(embeddings * embeddings, axis=1))
+        cosine = (embeddings @ used) / x_norm[:, None]
+        # torch.clamp passes the gradient on [-1, 1] (ends included) and blocks it outside.
+        inside = (cosine >= -1) & (cosine <= 1)
+        cosine = jnp.where(inside, cosine, jnp.clip(jax.lax.stop_gradient(cosine), -1, 1))
+        one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=cosine.dtype)
+        loss = jnp.mean(jnp.square(cosine - one_hot))
+        return jnp.where(not_unit, jnp.nan, loss)
+
+    def __call__(
+        self,
+        embeddings: Float[Array, "batch dim"],
+        labels: Int[Array, " batch"],
+        indices_tuple: Any = None,
+        ref_emb: Any = None,
+        ref_labels: Any = None,
+    ) -> Float[Array, ""]:
+        """The loss of a batch.
+
+        Args:
+            embeddings: Embedding vectors, shape ``(batch, descriptors_dim)``, any float dtype.
+            labels: Integer class ids in ``[0, num_classes)``, shape ``(batch,)``.
+            indices_tuple: Must be None (P2SGrad takes no miner output).
+            ref_emb: Must be None (no reference set).
+            ref_labels: Must be None.
+
+        Returns:
+            The scalar loss in the dtype of ``embeddings``.
+
+        Raises:
+            ValueError: If ``indices_tuple``, ``ref_emb`` or ``ref_labels`` is given, or see
+                :meth:`ClassWeightLoss.validate_inputs`.
+            TypeError: See :meth:`ClassWeightLoss.validate_inputs`.
+        """
+        reject_indices_tuple(type(self).__name__, indices_tuple)
+        reject_ref(type(self).__name__, ref_emb, ref_labels)
+        loss = super().__call__(embeddings, labels)
+        return nan_unless_finite(loss, jnp.asarray(embeddings))
