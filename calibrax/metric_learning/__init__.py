@@ -7,6 +7,7 @@ from calibrax.metric_learning.distances import BaseDistance
 from calibrax.metric_learning.distances import CosineSimilarity
 from calibrax.metric_learning.distances import DotProductSimilarity
 from calibrax.metric_learning.distances import LpDistance
+from calibrax.metric_learning.distances import SNRDistance
 from calibrax.metric_learning.losses import ArcFaceLoss
 from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
@@ -20,6 +21,7 @@ from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
+from calibrax.metric_learning.losses import SignalToNoiseRatioContrastiveLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
@@ -64,6 +66,8 @@ __all__ = [
     "PairMask",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "SNRDistance",
+    "SignalToNoiseRatioContrastiveLoss",
     "SubCenterArcFaceLoss",
     "SumReducer",
     "SupConLoss",

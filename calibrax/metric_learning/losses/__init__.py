@@ -16,6 +16,9 @@ from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmax
 from calibrax.metric_learning.losses.ntxent import NTXentLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
 from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
+from calibrax.metric_learning.losses.signal_to_noise_ratio_contrastive import (
+    SignalToNoiseRatioContrastiveLoss,
+)
 from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses.supcon import SupConLoss
 from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
@@ -34,6 +37,7 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "SignalToNoiseRatioContrastiveLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
     "TripletMarginLoss",
