@@ -25,6 +25,7 @@ from calibrax.metric_learning.losses import SignalToNoiseRatioContrastiveLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
+from calibrax.metric_learning.losses import TupletMarginLoss
 from calibrax.metric_learning.miners import BaseMiner
 from calibrax.metric_learning.miners import BatchHardMiner
 from calibrax.metric_learning.miners import MultiSimilarityMiner
@@ -75,5 +76,6 @@ __all__ = [
     "TripletMarginLoss",
     "TripletMarginMiner",
     "TripletMask",
+    "TupletMarginLoss",
     "validate_embeddings_and_labels",
 ]

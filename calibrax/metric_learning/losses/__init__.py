@@ -22,6 +22,7 @@ from calibrax.metric_learning.losses.signal_to_noise_ratio_contrastive import (
 from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses.supcon import SupConLoss
 from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
+from calibrax.metric_learning.losses.tuplet_margin import TupletMarginLoss
 
 __all__ = [
     "ArcFaceLoss",
@@ -41,4 +42,5 @@ __all__ = [
     "SubCenterArcFaceLoss",
     "SupConLoss",
     "TripletMarginLoss",
+    "TupletMarginLoss",
 ]
