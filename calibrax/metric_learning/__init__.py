@@ -26,6 +26,7 @@ from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
 from calibrax.metric_learning.losses import TupletMarginLoss
+from calibrax.metric_learning.losses import VICRegLoss
 from calibrax.metric_learning.miners import BaseMiner
 from calibrax.metric_learning.miners import BatchHardMiner
 from calibrax.metric_learning.miners import MultiSimilarityMiner
@@ -77,5 +78,6 @@ __all__ = [
     "TripletMarginMiner",
     "TripletMask",
     "TupletMarginLoss",
+    "VICRegLoss",
     "validate_embeddings_and_labels",
 ]

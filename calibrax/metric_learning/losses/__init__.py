@@ -23,6 +23,7 @@ from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLo
 from calibrax.metric_learning.losses.supcon import SupConLoss
 from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
 from calibrax.metric_learning.losses.tuplet_margin import TupletMarginLoss
+from calibrax.metric_learning.losses.vicreg import VICRegLoss
 
 __all__ = [
     "ArcFaceLoss",
@@ -43,4 +44,5 @@ __all__ = [
     "SupConLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",
+    "VICRegLoss",
 ]
