@@ -22,6 +22,7 @@ from calibrax.metric_learning.losses import NTXentLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
 from calibrax.metric_learning.losses import SignalToNoiseRatioContrastiveLoss
+from calibrax.metric_learning.losses import SmoothAPLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
@@ -70,6 +71,7 @@ __all__ = [
     "ProxyNCALoss",
     "SNRDistance",
     "SignalToNoiseRatioContrastiveLoss",
+    "SmoothAPLoss",
     "SubCenterArcFaceLoss",
     "SumReducer",
     "SupConLoss",

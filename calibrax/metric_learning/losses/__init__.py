@@ -19,6 +19,7 @@ from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
 from calibrax.metric_learning.losses.signal_to_noise_ratio_contrastive import (
     SignalToNoiseRatioContrastiveLoss,
 )
+from calibrax.metric_learning.losses.smooth_ap import SmoothAPLoss
 from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses.supcon import SupConLoss
 from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
@@ -40,6 +41,7 @@ __all__ = [
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "SignalToNoiseRatioContrastiveLoss",
+    "SmoothAPLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
     "TripletMarginLoss",
