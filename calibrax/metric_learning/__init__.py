@@ -21,6 +21,7 @@ from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
+from calibrax.metric_learning.losses import RankedListLoss
 from calibrax.metric_learning.losses import SignalToNoiseRatioContrastiveLoss
 from calibrax.metric_learning.losses import SmoothAPLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
@@ -69,6 +70,7 @@ __all__ = [
     "PairMask",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "RankedListLoss",
     "SNRDistance",
     "SignalToNoiseRatioContrastiveLoss",
     "SmoothAPLoss",

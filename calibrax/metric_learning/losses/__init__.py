@@ -16,6 +16,7 @@ from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmax
 from calibrax.metric_learning.losses.ntxent import NTXentLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
 from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
+from calibrax.metric_learning.losses.ranked_list import RankedListLoss
 from calibrax.metric_learning.losses.signal_to_noise_ratio_contrastive import (
     SignalToNoiseRatioContrastiveLoss,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "RankedListLoss",
     "SignalToNoiseRatioContrastiveLoss",
     "SmoothAPLoss",
     "SubCenterArcFaceLoss",
