@@ -26,6 +26,7 @@ from calibrax.metric_learning.losses import SignalToNoiseRatioContrastiveLoss
 from calibrax.metric_learning.losses import SmoothAPLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
+from calibrax.metric_learning.losses import ThresholdConsistentMarginLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
 from calibrax.metric_learning.losses import TupletMarginLoss
 from calibrax.metric_learning.losses import VICRegLoss
@@ -77,6 +78,7 @@ __all__ = [
     "SubCenterArcFaceLoss",
     "SumReducer",
     "SupConLoss",
+    "ThresholdConsistentMarginLoss",
     "ThresholdReducer",
     "TripletMarginLoss",
     "TripletMarginMiner",

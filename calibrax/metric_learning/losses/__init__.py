@@ -23,6 +23,9 @@ from calibrax.metric_learning.losses.signal_to_noise_ratio_contrastive import (
 from calibrax.metric_learning.losses.smooth_ap import SmoothAPLoss
 from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses.supcon import SupConLoss
+from calibrax.metric_learning.losses.threshold_consistent_margin import (
+    ThresholdConsistentMarginLoss,
+)
 from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
 from calibrax.metric_learning.losses.tuplet_margin import TupletMarginLoss
 from calibrax.metric_learning.losses.vicreg import VICRegLoss
@@ -46,6 +49,7 @@ __all__ = [
     "SmoothAPLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
+    "ThresholdConsistentMarginLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",
     "VICRegLoss",
