@@ -12,6 +12,7 @@ from calibrax.metric_learning.losses import ArcFaceLoss
 from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
+from calibrax.metric_learning.losses import DynamicSoftMarginLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
 from calibrax.metric_learning.losses import MarginLoss
@@ -56,6 +57,7 @@ __all__ = [
     "CosFaceLoss",
     "CosineSimilarity",
     "DotProductSimilarity",
+    "DynamicSoftMarginLoss",
     "GeneralizedLiftedStructureLoss",
     "LiftedStructureLoss",
     "LossTerm",

@@ -5,6 +5,7 @@ from calibrax.metric_learning.losses.arcface import ArcFaceLoss
 from calibrax.metric_learning.losses.circle import CircleLoss
 from calibrax.metric_learning.losses.contrastive import ContrastiveLoss
 from calibrax.metric_learning.losses.cosface import CosFaceLoss
+from calibrax.metric_learning.losses.dynamic_soft_margin import DynamicSoftMarginLoss
 from calibrax.metric_learning.losses.generalized_lifted_structure import (
     GeneralizedLiftedStructureLoss,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "DynamicSoftMarginLoss",
     "GeneralizedLiftedStructureLoss",
     "LiftedStructureLoss",
     "MarginLoss",
