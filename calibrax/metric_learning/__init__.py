@@ -20,6 +20,7 @@ from calibrax.metric_learning.losses import MultiSimilarityLoss
 from calibrax.metric_learning.losses import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
+from calibrax.metric_learning.losses import PNPLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
 from calibrax.metric_learning.losses import RankedListLoss
@@ -69,6 +70,7 @@ __all__ = [
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
+    "PNPLoss",
     "PairMarginMiner",
     "PairMask",
     "ProxyAnchorLoss",

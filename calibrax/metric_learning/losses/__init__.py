@@ -15,6 +15,7 @@ from calibrax.metric_learning.losses.multi_similarity import MultiSimilarityLoss
 from calibrax.metric_learning.losses.n_pairs import NPairsLoss
 from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses.ntxent import NTXentLoss
+from calibrax.metric_learning.losses.pnp import PNPLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
 from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
 from calibrax.metric_learning.losses.ranked_list import RankedListLoss
@@ -44,6 +45,7 @@ __all__ = [
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
+    "PNPLoss",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "RankedListLoss",

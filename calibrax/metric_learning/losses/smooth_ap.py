@@ -15,10 +15,10 @@ from calibrax.core import checks
 from calibrax.core.registry import register
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._anchor_blocks import map_anchor_blocks
 from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.losses._sample_weights import sample_weights
 from calibrax.metric_learning.losses._standard_call import StandardDistanceLoss
-from calibrax.metric_learning.tuples import anchor_block_size
 
 __all__ = ["SmoothAPLoss"]
 
@@ -149,20 +149,10 @@ class SmoothAPLoss(StandardDistanceLoss):
         normed = self.distance.maybe_normalize(emb)
         raw = sims if self.distance.power == 1 else self.distance.compute_mat(normed, normed)
         same = labels[:, None] == labels[None, :]
-        block = anchor_block_size(batch)
-        n_blocks = -(-batch // block)
-        pad = n_blocks * block - batch
-
-        def blocks(x: jax.Array, fill: Any) -> jax.Array:
-            # Padding anchors rank constant rows within one class: finite, and discarded.
-            x = jnp.pad(x, ((0, pad), (0, 0)), constant_values=fill)
-            return x.reshape(n_blocks, block, batch)
-
-        # Recomputed in the backward pass: only one block of (block, B, B) arrays is ever held.
-        ap_of = jax.checkpoint(lambda args: _anchor_ap(*args, self.temperature))
-        ap = jax.lax.map(ap_of, (blocks(sims, 0), blocks(raw, 0), blocks(same, True))).reshape(-1)[
-            :batch
-        ]
+        # Padding anchors rank constant rows within one class: finite, and discarded.
+        ap = map_anchor_blocks(
+            lambda s, r, m: _anchor_ap(s, r, m, self.temperature), (sims, raw, same), (0, 0, True)
+        )
         sizes = jnp.sum(same, axis=1)
         equal = jnp.all(sizes == sizes[0])
         losses = (1 - ap) * sample_weights(indices_tuple, batch, ap.dtype)
