@@ -15,6 +15,7 @@ from calibrax.metric_learning.losses import CosFaceLoss
 from calibrax.metric_learning.losses import DynamicSoftMarginLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
+from calibrax.metric_learning.losses import ManifoldLoss
 from calibrax.metric_learning.losses import MarginLoss
 from calibrax.metric_learning.losses import MultiSimilarityLoss
 from calibrax.metric_learning.losses import NormalizedSoftmaxLoss
@@ -63,6 +64,7 @@ __all__ = [
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",
+    "ManifoldLoss",
     "MarginLoss",
     "MeanReducer",
     "MultiSimilarityLoss",

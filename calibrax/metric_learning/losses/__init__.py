@@ -10,6 +10,7 @@ from calibrax.metric_learning.losses.generalized_lifted_structure import (
     GeneralizedLiftedStructureLoss,
 )
 from calibrax.metric_learning.losses.lifted_structure import LiftedStructureLoss
+from calibrax.metric_learning.losses.manifold import ManifoldLoss
 from calibrax.metric_learning.losses.margin import MarginLoss
 from calibrax.metric_learning.losses.multi_similarity import MultiSimilarityLoss
 from calibrax.metric_learning.losses.n_pairs import NPairsLoss
@@ -40,6 +41,7 @@ __all__ = [
     "DynamicSoftMarginLoss",
     "GeneralizedLiftedStructureLoss",
     "LiftedStructureLoss",
+    "ManifoldLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
     "NPairsLoss",
