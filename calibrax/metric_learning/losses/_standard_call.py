@@ -143,6 +143,12 @@ class StandardCallLoss(BaseMetricLossFunction):
         ref_labels = None if ref_labels is None else jnp.asarray(ref_labels)
         reducer = self.reducer if self.reducer is not None else self.default_reducer()
         loss = self.compute_full(embeddings, labels, indices_tuple, ref_emb, ref_labels, reducer)
+        # Under jit NaN/Inf inputs cannot raise; masks built from comparisons would silently drop
+        # them, so the loss is NaN instead of a plausible number.
+        finite = jnp.all(jnp.isfinite(embeddings))
+        if ref_emb is not None:
+            finite = finite & jnp.all(jnp.isfinite(ref_emb))
+        loss = jnp.where(finite, loss, jnp.full_like(loss, jnp.nan))
         return loss.astype(embeddings.dtype)
 
     def compute_full(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from calibrax.core.registry import register
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.snr_distance import SNRDistance
@@ -67,6 +70,15 @@ class SignalToNoiseRatioContrastiveLoss(ContrastiveLoss):
         super().__init__(
             pos_margin=pos_margin, neg_margin=neg_margin, distance=distance, reducer=reducer
         )
+
+    def compute_loss(
+        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, reducer: Any
+    ) -> jax.Array:
+        """The pair loss, NaN when ``embeddings`` hold NaN/Inf (under jit, where the eager check
+        cannot run, masked comparisons would otherwise drop them and give a plausible number)."""
+        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer)
+        finite = jnp.all(jnp.isfinite(embeddings))
+        return jnp.where(finite, loss, jnp.full_like(loss, jnp.nan))
 
     def default_distance(self) -> BaseDistance:
         """The SNR distance on normalised embeddings, as in pytorch-metric-learning."""

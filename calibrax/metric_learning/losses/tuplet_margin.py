@@ -84,6 +84,15 @@ class TupletMarginLoss(GenericPairLoss):
         """Cosine similarity, the only distance the loss accepts."""
         return CosineSimilarity()
 
+    def compute_loss(
+        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, reducer: Any
+    ) -> jax.Array:
+        """The pair loss, NaN when ``embeddings`` hold NaN/Inf (under jit, where the eager check
+        cannot run, masked comparisons would otherwise drop them and give a plausible number)."""
+        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer)
+        finite = jnp.all(jnp.isfinite(embeddings))
+        return jnp.where(finite, loss, jnp.full_like(loss, jnp.nan))
+
     def pair_terms(
         self,
         mat: Float[Array, "batch batch"],
