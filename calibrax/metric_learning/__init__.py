@@ -7,11 +7,13 @@ from calibrax.metric_learning.distances import BaseDistance
 from calibrax.metric_learning.distances import CosineSimilarity
 from calibrax.metric_learning.distances import DotProductSimilarity
 from calibrax.metric_learning.distances import LpDistance
+from calibrax.metric_learning.distances import SNRDistance
 from calibrax.metric_learning.losses import AngularLoss
 from calibrax.metric_learning.losses import ArcFaceLoss
 from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
+from calibrax.metric_learning.losses import DynamicSoftMarginLoss
 from calibrax.metric_learning.losses import FastAPLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
 from calibrax.metric_learning.losses import HistogramLoss
@@ -19,6 +21,7 @@ from calibrax.metric_learning.losses import InstanceLoss
 from calibrax.metric_learning.losses import IntraPairVarianceLoss
 from calibrax.metric_learning.losses import LargeMarginSoftmaxLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
+from calibrax.metric_learning.losses import ManifoldLoss
 from calibrax.metric_learning.losses import MarginLoss
 from calibrax.metric_learning.losses import MultiSimilarityLoss
 from calibrax.metric_learning.losses import NCALoss
@@ -26,13 +29,20 @@ from calibrax.metric_learning.losses import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses import NPairsLoss
 from calibrax.metric_learning.losses import NTXentLoss
 from calibrax.metric_learning.losses import P2SGradLoss
+from calibrax.metric_learning.losses import PNPLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
+from calibrax.metric_learning.losses import RankedListLoss
+from calibrax.metric_learning.losses import SignalToNoiseRatioContrastiveLoss
+from calibrax.metric_learning.losses import SmoothAPLoss
 from calibrax.metric_learning.losses import SoftTripleLoss
 from calibrax.metric_learning.losses import SphereFaceLoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
+from calibrax.metric_learning.losses import ThresholdConsistentMarginLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
+from calibrax.metric_learning.losses import TupletMarginLoss
+from calibrax.metric_learning.losses import VICRegLoss
 from calibrax.metric_learning.miners import BaseMiner
 from calibrax.metric_learning.miners import BatchHardMiner
 from calibrax.metric_learning.miners import MultiSimilarityMiner
@@ -60,6 +70,7 @@ __all__ = [
     "CosFaceLoss",
     "CosineSimilarity",
     "DotProductSimilarity",
+    "DynamicSoftMarginLoss",
     "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
     "HistogramLoss",
@@ -69,6 +80,7 @@ __all__ = [
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",
+    "ManifoldLoss",
     "MarginLoss",
     "MeanReducer",
     "MultiSimilarityLoss",
@@ -78,18 +90,26 @@ __all__ = [
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",
+    "PNPLoss",
     "PairMarginMiner",
     "PairMask",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "RankedListLoss",
+    "SNRDistance",
+    "SignalToNoiseRatioContrastiveLoss",
+    "SmoothAPLoss",
     "SoftTripleLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SumReducer",
     "SupConLoss",
+    "ThresholdConsistentMarginLoss",
     "ThresholdReducer",
     "TripletMarginLoss",
     "TripletMarginMiner",
     "TripletMask",
+    "TupletMarginLoss",
+    "VICRegLoss",
     "validate_embeddings_and_labels",
 ]

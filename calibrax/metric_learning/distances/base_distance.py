@@ -130,7 +130,9 @@ class BaseDistance:
     Follows pytorch-metric-learning's ``BaseDistance``: embeddings are optionally L``p``-normalised
     (``x / max(||x||_p, 1e-12)``), the (query, ref) matrix is computed, then raised to ``power``.
     ``is_inverted`` is True for similarities (larger = closer) and flips :meth:`margin`,
-    :meth:`smallest` and :meth:`largest`.
+    :meth:`smallest` and :meth:`largest`. ``is_symmetric`` is False for a distance whose
+    self-matrix is not symmetric (:class:`~calibrax.metric_learning.SNRDistance`): the losses then
+    skip their shortcuts that assume ``d(x, y) = d(y, x)``.
 
     The matrix is computed in float32 for float16/bfloat16 inputs and returned in the input dtype.
 
@@ -147,6 +149,7 @@ class BaseDistance:
     p: float = 2
     power: float = 1
     is_inverted: ClassVar[bool] = False
+    is_symmetric: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not self.p > 0:

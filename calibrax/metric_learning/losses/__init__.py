@@ -6,6 +6,7 @@ from calibrax.metric_learning.losses.arcface import ArcFaceLoss
 from calibrax.metric_learning.losses.circle import CircleLoss
 from calibrax.metric_learning.losses.contrastive import ContrastiveLoss
 from calibrax.metric_learning.losses.cosface import CosFaceLoss
+from calibrax.metric_learning.losses.dynamic_soft_margin import DynamicSoftMarginLoss
 from calibrax.metric_learning.losses.fast_ap import FastAPLoss
 from calibrax.metric_learning.losses.generalized_lifted_structure import (
     GeneralizedLiftedStructureLoss,
@@ -15,6 +16,7 @@ from calibrax.metric_learning.losses.instance import InstanceLoss
 from calibrax.metric_learning.losses.intra_pair_variance import IntraPairVarianceLoss
 from calibrax.metric_learning.losses.large_margin_softmax import LargeMarginSoftmaxLoss
 from calibrax.metric_learning.losses.lifted_structure import LiftedStructureLoss
+from calibrax.metric_learning.losses.manifold import ManifoldLoss
 from calibrax.metric_learning.losses.margin import MarginLoss
 from calibrax.metric_learning.losses.multi_similarity import MultiSimilarityLoss
 from calibrax.metric_learning.losses.n_pairs import NPairsLoss
@@ -22,13 +24,24 @@ from calibrax.metric_learning.losses.nca import NCALoss
 from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmaxLoss
 from calibrax.metric_learning.losses.ntxent import NTXentLoss
 from calibrax.metric_learning.losses.p2s_grad import P2SGradLoss
+from calibrax.metric_learning.losses.pnp import PNPLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
 from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
+from calibrax.metric_learning.losses.ranked_list import RankedListLoss
+from calibrax.metric_learning.losses.signal_to_noise_ratio_contrastive import (
+    SignalToNoiseRatioContrastiveLoss,
+)
+from calibrax.metric_learning.losses.smooth_ap import SmoothAPLoss
 from calibrax.metric_learning.losses.soft_triple import SoftTripleLoss
 from calibrax.metric_learning.losses.sphereface import SphereFaceLoss
 from calibrax.metric_learning.losses.subcenter_arcface import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses.supcon import SupConLoss
+from calibrax.metric_learning.losses.threshold_consistent_margin import (
+    ThresholdConsistentMarginLoss,
+)
 from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
+from calibrax.metric_learning.losses.tuplet_margin import TupletMarginLoss
+from calibrax.metric_learning.losses.vicreg import VICRegLoss
 
 __all__ = [
     "AngularLoss",
@@ -36,6 +49,7 @@ __all__ = [
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "DynamicSoftMarginLoss",
     "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
     "HistogramLoss",
@@ -43,6 +57,7 @@ __all__ = [
     "IntraPairVarianceLoss",
     "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
+    "ManifoldLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
     "NCALoss",
@@ -50,11 +65,18 @@ __all__ = [
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
     "P2SGradLoss",
+    "PNPLoss",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "RankedListLoss",
+    "SignalToNoiseRatioContrastiveLoss",
+    "SmoothAPLoss",
     "SoftTripleLoss",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
+    "ThresholdConsistentMarginLoss",
     "TripletMarginLoss",
+    "TupletMarginLoss",
+    "VICRegLoss",
 ]

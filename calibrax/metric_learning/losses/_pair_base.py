@@ -133,7 +133,12 @@ class GenericPairLoss(DistanceLoss):
         are elementwise in the matrix (``mirror = False``) are evaluated on the upper block
         triangle only (:meth:`_upper_block_loss`)."""
         batch = embeddings.shape[0]
-        if indices_tuple is None and not self.mirror and streams(reducer):
+        if (
+            indices_tuple is None
+            and not self.mirror
+            and self.distance.is_symmetric
+            and streams(reducer)
+        ):
             block = pair_block_size(batch)
             if block < batch:
                 return self._upper_block_loss(embeddings, labels, reducer, block)
@@ -203,7 +208,8 @@ class GenericPairLoss(DistanceLoss):
     def compute_terms(
         self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
     ) -> dict[str, LossTerm]:
-        symmetric = indices_tuple is None
+        # The shortcuts over all pairs need d(x, y) = d(y, x) (not so for SNRDistance).
+        symmetric = indices_tuple is None and self.distance.is_symmetric
         mat, pos, neg = self.pairs(embeddings, labels, indices_tuple, symmetric=symmetric)
         if not (symmetric and self.mirror):
             return self.pair_terms(mat, pos, neg, axis=1)

@@ -128,7 +128,7 @@ class SupConLoss(GenericPairLoss):
     ) -> dict[str, LossTerm]:
         """Over all pairs, the anchor losses come from :func:`_anchor_losses_symmetric` (a
         written-out backward pass on the symmetric matrix); mined pairs use :meth:`pair_terms`."""
-        if indices_tuple is not None:
+        if indices_tuple is not None or not self.distance.is_symmetric:
             return super().compute_terms(embeddings, labels, indices_tuple)
         mat, pos, neg = self.pairs(embeddings, labels, None, symmetric=True)
         sim = mat if self.distance.is_inverted else -mat

@@ -1,0 +1,39 @@
+"""Row-blocked evaluation of per-anchor work that builds a (B, B) array per anchor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from calibrax.metric_learning.tuples import anchor_block_size
+
+__all__ = ["map_anchor_blocks"]
+
+
+def map_anchor_blocks(
+    fn: Callable[..., jax.Array], rows: tuple[jax.Array, ...], fills: tuple[Any, ...]
+) -> jax.Array:
+    """``fn(*row_blocks)`` over blocks of anchors, concatenated: shape (B, ...).
+
+    Each array in ``rows`` is (B, n); the last block is padded with rows of ``fills`` (chosen so
+    that ``fn`` stays finite there; the padding is dropped). ``fn`` is rematerialised in the
+    backward pass (``jax.checkpoint``), so memory stays at one block of (block, n, n) arrays
+    instead of the (B, n, n) residuals a scan would keep.
+    """
+    batch, width = rows[0].shape
+    block = anchor_block_size(batch)
+    n_blocks = -(-batch // block)
+    pad = n_blocks * block - batch
+
+    def blocks(x: jax.Array, fill: Any) -> jax.Array:
+        x = jnp.pad(x, ((0, pad), (0, 0)), constant_values=fill)
+        return x.reshape(n_blocks, block, width)
+
+    out = jax.lax.map(
+        jax.checkpoint(lambda args: fn(*args)),
+        tuple(blocks(x, f) for x, f in zip(rows, fills, strict=True)),
+    )
+    return out.reshape((n_blocks * block, *out.shape[2:]))[:batch]

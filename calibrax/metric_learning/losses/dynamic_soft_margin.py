@@ -1,0 +1,251 @@
+"""DynamicSoftMarginLoss: triplet margins weighted by the running CDF of their own histogram."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array
+from jaxtyping import Float
+
+from calibrax.core import checks
+from calibrax.core.registry import register
+from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.lp_distance import LpDistance
+from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.losses._standard_call import StandardDistanceLoss
+from calibrax.metric_learning.tuples import anchor_block_size
+from calibrax.metric_learning.tuples import triplet_mask
+
+__all__ = ["DynamicSoftMarginLoss", "MarginHistogram"]
+
+
+class MarginHistogram(nnx.Variable):
+    """The running histogram of triplet margins of a :class:`DynamicSoftMarginLoss` (not a
+    trained parameter: ``nnx.Optimizer(..., wrt=nnx.Param)`` leaves it alone)."""
+
+
+def _tent_and_step(u: jax.Array, t: jax.Array, keep: jax.Array, bins: int) -> jax.Array:
+    """(2, bins): per bin ``b``, the sums over kept entries of ``max(0, 1 - |u - b|)`` (the
+    linear-interpolation weight pytorch-metric-learning gives bin ``b``) and of ``[u >= b] t``."""
+    b = jnp.arange(bins, dtype=u.dtype)
+    zero = jnp.zeros((), u.dtype)
+    d = u[..., None] - b.reshape((1,) * u.ndim + (bins,))
+    w = keep[..., None]
+    tent = jnp.sum(jnp.where(w, jax.nn.relu(1 - jnp.abs(d)), zero), axis=tuple(range(u.ndim)))
+    step = jnp.sum(jnp.where(w & (d >= 0), t[..., None], zero), axis=tuple(range(u.ndim)))
+    return jnp.stack([tent, step])
+
+
+def _product_sums(
+    mat: jax.Array, pos: jax.Array, neg: jax.Array, min_val: float, delta: float, bins: int
+) -> jax.Array:
+    """:func:`_tent_and_step` over every triplet ``(a, p, n)`` with ``pos[a, p]`` and
+    ``neg[a, n]``, in O(B² log B): each anchor's negative distances sorted once, and every sum
+    over negatives read off prefix sums.
+
+    With ``x = d_ap``, ``y = d_an`` and ``θ_k = x - min_val - kδ``:
+    ``Σ_n relu(θ - y_n) = c θ - Σ_{y_n < θ} y_n`` (``c`` the count below ``θ``), the tent weight
+    of bin ``b`` is the second difference ``(R(θ_{b-1}) - 2 R(θ_b) + R(θ_{b+1})) / δ`` of that
+    ramp sum, and ``Σ_n [u ≥ b] t = c_b x - Σ_{y_n < θ_b} y_n``.
+    """
+    big = jnp.asarray(jnp.finfo(mat.dtype).max, mat.dtype)
+    ys = jnp.sort(jnp.where(neg, mat, big), axis=1)
+    valid = ys < big
+    prefix = jnp.cumsum(jnp.where(valid, ys, 0), axis=1)
+    prefix = jnp.concatenate([jnp.zeros_like(prefix[:, :1]), prefix], axis=1)
+    ks = jnp.arange(-1, bins + 1, dtype=mat.dtype)
+    # (B, n, bins + 2) thresholds.
+    theta = mat[..., None] - (min_val + ks * delta)[None, None, :]
+    counts = jax.vmap(lambda row, q: jnp.searchsorted(row, q, side="left"))(
+        ys, theta.reshape(theta.shape[0], -1)
+    ).reshape(theta.shape)
+    below = jnp.take_along_axis(prefix, counts.reshape(counts.shape[0], -1), axis=1).reshape(
+        counts.shape
+    )
+    ramp = counts.astype(mat.dtype) * theta - below
+    tent = (ramp[..., :-2] - 2 * ramp[..., 1:-1] + ramp[..., 2:]) / delta
+    step = counts[..., 1:-1].astype(mat.dtype) * mat[..., None] - below[..., 1:-1]
+    zero = jnp.zeros((), mat.dtype)
+    keep = pos[..., None]
+    return jnp.stack(
+        [
+            jnp.sum(jnp.where(keep, tent, zero), axis=(0, 1)),
+            jnp.sum(jnp.where(keep, step, zero), axis=(0, 1)),
+        ]
+    )
+
+
+@register(
+    "dynamic_soft_margin_loss",
+    kind="loss",
+    tier=3,
+    domain="metric_learning",
+    higher_is_better=False,
+    differentiable=True,
+    example=loss_example(lambda: DynamicSoftMarginLoss()),
+)
+class DynamicSoftMarginLoss(StandardDistanceLoss):
+    r"""Dynamic soft margin loss, as pytorch-metric-learning's ``DynamicSoftMarginLoss``.
+
+    With labels, over all (or the mined) triplets ``(a, p, n)``, ``t = d_{ap} - d_{an}``; without
+    labels, row ``i`` of ``embeddings`` and of ``ref_emb`` are a matching pair and
+    ``t_i = d(x_i, r_i) - \min(\min_{j≠i} d(x_i, r_j), \min_{j≠i} d(x_j, r_i))`` (the hardest
+    negative in its row and column). The margins update a running histogram of ``num_bins`` bins
+    of width ``δ = 2|min_val| / num_bins`` starting at ``min_val`` (each value split linearly
+    between its two nearest bins, old histogram weighted ``1 - momentum``, momentum 1 on the
+    first batch, then normalised), and the loss is
+
+    .. math::
+        L = \operatorname{mean}_t\, \mathrm{CDF}(\lfloor (t - \text{min\_val}) / δ \rfloor)\, t
+
+    The histogram is state (:class:`MarginHistogram`, float32) that every call updates, also
+    under ``nnx.jit``; inside ``jax.jit`` use ``nnx.split``/``nnx.merge`` (or ``nnx.jit``). The
+    gradient flows through this batch's contribution to the histogram (as pytorch-metric-learning,
+    whose first call does the same); the stored histogram is a constant. pytorch-metric-learning
+    keeps the autograd graph in its stored histogram, so its second ``backward`` fails; detaching
+    the histogram between steps there gives this loss.
+
+    Speed: over all triplets (or pair-mined ones), each anchor's negative distances are sorted
+    once and the sums over negatives read off prefix sums: O(B² (log B + num_bins)) instead of
+    one value per triplet. Margin-mined triplets take anchor blocks, O(B³ num_bins).
+
+    Margins beyond the histogram: pytorch-metric-learning raises an index error when a value
+    falls at or above ``min_val + (num_bins - 1) δ`` (its upper neighbour bin does not exist) or
+    below ``min_val``; here such mass is dropped and the CDF read is clamped (1 above the range,
+    0 below).
+
+    Args:
+        min_val: Lower end of the histogram (default -2, the smallest margin of normalised
+            embeddings).
+        num_bins: Number of bins (default 10).
+        momentum: Weight of the current batch in the running histogram (default 0.01).
+        distance: Default :class:`~calibrax.metric_learning.LpDistance` (it must be one with
+            ``normalize_embeddings=True`` and ``p=2``).
+        reducer: Accepted for a uniform signature; the loss is already a mean.
+
+    Raises:
+        ValueError: If ``distance`` is not a normalised Euclidean
+            :class:`~calibrax.metric_learning.LpDistance`, or ``num_bins`` is not a positive
+            integer; at call time, if ``indices_tuple`` is given without labels.
+
+    References:
+        Zhang and Rusinkiewicz, 2019, "Learning Local Descriptors With a CDF-Based Dynamic Soft
+        Margin", ICCV.
+    """
+
+    uses_labels = "optional"
+    uses_ref = True
+    uses_indices_tuple = True
+
+    def __init__(
+        self,
+        *,
+        min_val: float = -2.0,
+        num_bins: int = 10,
+        momentum: float = 0.01,
+        distance: BaseDistance | None = None,
+        reducer: Any = None,
+    ) -> None:
+        if distance is not None and not (
+            isinstance(distance, LpDistance) and distance.normalize_embeddings and distance.p == 2
+        ):
+            raise ValueError(
+                "expected `distance` to be an LpDistance with normalize_embeddings=True and "
+                f"p=2, got {distance!r}"
+            )
+        checks.check_positive_int(num_bins, "num_bins")
+        super().__init__(distance=distance, reducer=reducer)
+        self.min_val = min_val
+        self.num_bins = int(num_bins)
+        self.delta = 2 * abs(min_val) / num_bins
+        self.momentum = momentum
+        self.hist = MarginHistogram(jnp.zeros((self.num_bins,), jnp.float32))
+
+    def validate_full(
+        self, embeddings: Any, labels: Any, indices_tuple: Any, ref_emb: Any, ref_labels: Any
+    ) -> None:
+        """The common checks, then: mined tuples only with labels and without ``ref_emb``."""
+        super().validate_full(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if indices_tuple is not None and (labels is None or ref_emb is not None):
+            raise ValueError(
+                "expected `indices_tuple` only with `labels` and without `ref_emb` "
+                f"(DynamicSoftMarginLoss), got {type(indices_tuple).__name__}"
+            )
+
+    def _unlabelled_sums(self, mat: jax.Array) -> tuple[jax.Array, jax.Array]:
+        rows, cols = mat.shape
+        size = max(rows, cols)
+        diag = jnp.diagonal(mat)
+        d_pos = jnp.zeros((size,), mat.dtype).at[: diag.shape[0]].set(diag)
+        off = jnp.where(jnp.eye(rows, cols, dtype=bool), jnp.inf, mat)
+        # pytorch-metric-learning pads the shorter of the two minima with zeros.
+        min_a = jnp.zeros((size,), mat.dtype).at[:cols].set(jnp.min(off, axis=0))
+        min_p = jnp.zeros((size,), mat.dtype).at[:rows].set(jnp.min(off, axis=1))
+        t = d_pos - jnp.minimum(min_a, min_p)
+        u = (t - self.min_val) / self.delta
+        sums = _tent_and_step(u, t, jnp.ones_like(t, dtype=bool), self.num_bins)
+        return sums, jnp.asarray(size, mat.dtype)
+
+    def _labelled_sums(
+        self, mat: jax.Array, labels: jax.Array, ref_labels: jax.Array | None, indices_tuple: Any
+    ) -> tuple[jax.Array, jax.Array]:
+        if ref_labels is not None:
+            same = labels[:, None] == ref_labels[None, :]
+            pos, neg = same, ~same
+        else:
+            tm = triplet_mask(indices_tuple, labels, mat.dtype)
+            if tm.bounded:
+                return self._sliced_sums(mat, tm)
+            pos, neg = tm.pos, tm.neg
+        count = jnp.sum(
+            jnp.sum(pos, axis=1, dtype=jnp.int32) * jnp.sum(neg, axis=1, dtype=jnp.int32)
+        )
+        sums = _product_sums(mat, pos, neg, self.min_val, self.delta, self.num_bins)
+        return sums, count.astype(mat.dtype)
+
+    def _sliced_sums(self, mat: jax.Array, tm: Any) -> tuple[jax.Array, jax.Array]:
+        batch = mat.shape[0]
+
+        def one(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+            sel = tm.anchor_slice(a)
+            t = mat[a][:, None] - mat[a][None, :]
+            u = (t - self.min_val) / self.delta
+            return _tent_and_step(u, t, sel, self.num_bins), jnp.sum(sel, dtype=jnp.int32)
+
+        sums, counts = jax.lax.map(
+            jax.checkpoint(one), jnp.arange(batch), batch_size=anchor_block_size(batch)
+        )
+        return jnp.sum(sums, axis=0), jnp.sum(counts).astype(mat.dtype)
+
+    def compute_full(
+        self,
+        embeddings: Float[Array, "batch dim"],
+        labels: jax.Array | None,
+        indices_tuple: Any,
+        ref_emb: jax.Array | None,
+        ref_labels: jax.Array | None,
+        reducer: Any,
+    ) -> jax.Array:
+        emb = working(embeddings)
+        ref = None if ref_emb is None else working(ref_emb).astype(emb.dtype)
+        mat = self.distance(emb, ref)
+        if labels is None:
+            sums, count = self._unlabelled_sums(mat)
+        else:
+            sums, count = self._labelled_sums(mat, labels, ref_labels, indices_tuple)
+        tent, step = sums[0], sums[1]
+        old = self.hist[...].astype(mat.dtype)
+        momentum = jnp.where(jnp.sum(old) != 0, self.momentum, 1.0).astype(mat.dtype)
+        new = (1 - momentum) * old + momentum * tent
+        total = jnp.sum(new)
+        new = new / jnp.where(total > 0, total, 1)
+        any_value = count > 0
+        self.hist[...] = jax.lax.stop_gradient(jnp.where(any_value, new, old)).astype(
+            self.hist[...].dtype
+        )
+        loss = jnp.sum(new * step) / jnp.where(any_value, count, 1)
+        return jnp.where(any_value, loss, jnp.zeros_like(loss))

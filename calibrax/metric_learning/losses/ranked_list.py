@@ -1,0 +1,119 @@
+"""RankedListLoss: push negatives beyond ``alpha`` and pull positives within ``alpha - margin``,
+weighting the violators of each anchor's ranked list."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Int
+
+from calibrax.core.registry import register
+from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.losses._standard_call import StandardDistanceLoss
+
+__all__ = ["RankedListLoss"]
+
+
+@register(
+    "ranked_list_loss",
+    kind="loss",
+    tier=3,
+    domain="metric_learning",
+    higher_is_better=False,
+    differentiable=True,
+    example=loss_example(lambda: RankedListLoss(margin=0.4, Tn=1.0)),
+)
+class RankedListLoss(StandardDistanceLoss):
+    r"""Ranked list loss, as pytorch-metric-learning's ``RankedListLoss`` (RLL-Simpler by default).
+
+    With the distance matrix ``d`` (diagonal set to 0), for each anchor ``a``: the violating
+    positives ``P* = {p : d_{ap} > α - m}`` and negatives ``N* = {n : d_{an} < α}`` (only those
+    with a positive distance count), weighted by ``w_p = e^{T_p (d_{ap} - (α - m))}`` and
+    ``w_n = e^{T_n (α - d_{an})}``:
+
+    .. math::
+        L_a = (1 - λ) \frac{\sum_{P^*} w_p (d_{ap} - (α - m))}{\sum_{P^*} w_p + 10^{-5} B}
+            + λ \frac{\sum_{N^*} w_n (α - d_{an})}{\sum_{N^*} w_n + 10^{-5} B}
+
+    (pytorch-metric-learning adds 1e-5 to every entry of the anchor's row, hence ``10^{-5} B``).
+    The anchor losses are averaged (default :class:`~calibrax.metric_learning.MeanReducer`). The
+    formula is applied to the matrix as it is, also for similarities, as in
+    pytorch-metric-learning. Labels are required; reference embeddings and mined tuples are not
+    taken.
+
+    Args:
+        margin: ``m``, between the positive and the negative boundary.
+        Tn: Temperature of the negatives' weights (PML's name).
+        imbalance: ``λ`` in [0, 1] (default 0.5), the negatives' share.
+        alpha: ``α``, the negative boundary (default ``1 + margin / 2``).
+        Tp: Temperature of the positives' weights (default 0: plain mean, PML's name).
+        distance: Default :class:`~calibrax.metric_learning.LpDistance` (normalised embeddings).
+        reducer: Default :class:`~calibrax.metric_learning.MeanReducer`.
+
+    Raises:
+        ValueError: If ``imbalance`` is outside [0, 1]; at call time, if ``labels`` are missing,
+            or ``ref_emb`` or ``indices_tuple`` is given.
+
+    Warns:
+        UserWarning: If ``Tp`` or ``Tn`` is above 5 (``exp`` may overflow), as
+            pytorch-metric-learning.
+
+    References:
+        Wang et al., 2019, "Ranked List Loss for Deep Metric Learning", arXiv:1903.03238.
+    """
+
+    def __init__(
+        self,
+        *,
+        margin: float,
+        Tn: float,
+        imbalance: float = 0.5,
+        alpha: float | None = None,
+        Tp: float = 0.0,
+        distance: BaseDistance | None = None,
+        reducer: Any = None,
+    ) -> None:
+        if not (isinstance(imbalance, (int, float)) and 0 <= imbalance <= 1):
+            raise ValueError(f"expected `imbalance` to be in [0, 1], got {imbalance!r}")
+        if Tp > 5 or Tn > 5:
+            warnings.warn("Tp or Tn above 5: too large temperatures may overflow exp", stacklevel=2)
+        super().__init__(distance=distance, reducer=reducer)
+        self.margin = margin
+        self.imbalance = imbalance
+        self.alpha = alpha if alpha is not None else 1 + margin / 2
+        self.Tp = Tp
+        self.Tn = Tn
+
+    def compute_full(
+        self,
+        embeddings: Float[Array, "batch dim"],
+        labels: Int[Array, " batch"],
+        indices_tuple: Any,
+        ref_emb: Any,
+        ref_labels: Any,
+        reducer: Any,
+    ) -> jax.Array:
+        mat = self.distance(working(embeddings))
+        batch = mat.shape[0]
+        eye = jnp.eye(batch, dtype=bool)
+        zero = jnp.zeros_like(mat)
+        mat = jnp.where(eye, zero, mat)
+        same = labels[:, None] == labels[None, :]
+        pos_bound = self.alpha - self.margin
+        p_star = jnp.where(same & ~eye & (mat > pos_bound), mat, zero)
+        n_star = jnp.where(~same & (mat < self.alpha), mat, zero)
+        in_p, in_n = p_star > 0, n_star > 0
+        w_p = jnp.where(in_p, jnp.exp(self.Tp * (jnp.where(in_p, p_star, 0) - pos_bound)), zero)
+        w_n = jnp.where(in_n, jnp.exp(self.Tn * (self.alpha - jnp.where(in_n, n_star, 0))), zero)
+        pad = 1e-5 * batch
+        loss_p = jnp.sum(w_p * (p_star - pos_bound), axis=1) / (jnp.sum(w_p, axis=1) + pad)
+        loss_n = jnp.sum(w_n * (self.alpha - n_star), axis=1) / (jnp.sum(w_n, axis=1) + pad)
+        losses = (1 - self.imbalance) * loss_p + self.imbalance * loss_n
+        return reducer(losses, jnp.ones_like(losses))
