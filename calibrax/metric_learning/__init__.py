@@ -30,7 +30,12 @@ from calibrax.metric_learning.miners import PairMarginMiner
 from calibrax.metric_learning.miners import TripletMarginMiner
 from calibrax.metric_learning.reducers import AvgNonZeroReducer
 from calibrax.metric_learning.reducers import BaseReducer
+from calibrax.metric_learning.reducers import ClassWeightedReducer
+from calibrax.metric_learning.reducers import DivisorReducer
+from calibrax.metric_learning.reducers import DoNothingReducer
 from calibrax.metric_learning.reducers import MeanReducer
+from calibrax.metric_learning.reducers import MultipleReducers
+from calibrax.metric_learning.reducers import PerAnchorReducer
 from calibrax.metric_learning.reducers import SumReducer
 from calibrax.metric_learning.reducers import ThresholdReducer
 from calibrax.metric_learning.tuples import PairMask
@@ -45,9 +50,12 @@ __all__ = [
     "BaseReducer",
     "BatchHardMiner",
     "CircleLoss",
+    "ClassWeightedReducer",
     "ContrastiveLoss",
     "CosFaceLoss",
     "CosineSimilarity",
+    "DivisorReducer",
+    "DoNothingReducer",
     "DotProductSimilarity",
     "GeneralizedLiftedStructureLoss",
     "LiftedStructureLoss",
@@ -57,11 +65,13 @@ __all__ = [
     "MeanReducer",
     "MultiSimilarityLoss",
     "MultiSimilarityMiner",
+    "MultipleReducers",
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
     "PairMarginMiner",
     "PairMask",
+    "PerAnchorReducer",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "SubCenterArcFaceLoss",
