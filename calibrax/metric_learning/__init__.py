@@ -1,5 +1,6 @@
 """calibrax.metric_learning: tier-3 metric-learning distances, reducers, miners and losses."""
 
+from calibrax.metric_learning.accuracy_calculator import AccuracyCalculator
 from calibrax.metric_learning.base import BaseMetricLossFunction
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.base import validate_embeddings_and_labels
@@ -42,6 +43,7 @@ from calibrax.metric_learning.tuples import PairMask
 from calibrax.metric_learning.tuples import TripletMask
 
 __all__ = [
+    "AccuracyCalculator",
     "ArcFaceLoss",
     "AvgNonZeroReducer",
     "BaseDistance",
