@@ -39,6 +39,7 @@ from calibrax.metric_learning.reducers import MultipleReducers
 from calibrax.metric_learning.reducers import PerAnchorReducer
 from calibrax.metric_learning.reducers import SumReducer
 from calibrax.metric_learning.reducers import ThresholdReducer
+from calibrax.metric_learning.samplers import MPerClassSampler
 from calibrax.metric_learning.tuples import PairMask
 from calibrax.metric_learning.tuples import TripletMask
 
@@ -63,6 +64,7 @@ __all__ = [
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",
+    "MPerClassSampler",
     "MarginLoss",
     "MeanReducer",
     "MultiSimilarityLoss",
