@@ -24,11 +24,17 @@ from calibrax.metric_learning.losses import ProxyNCALoss
 from calibrax.metric_learning.losses import SubCenterArcFaceLoss
 from calibrax.metric_learning.losses import SupConLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
+from calibrax.metric_learning.miners import AngularMiner
 from calibrax.metric_learning.miners import BaseMiner
+from calibrax.metric_learning.miners import BatchEasyHardMiner
 from calibrax.metric_learning.miners import BatchHardMiner
+from calibrax.metric_learning.miners import DistanceWeightedMiner
+from calibrax.metric_learning.miners import EmbeddingsAlreadyPackagedAsTriplets
+from calibrax.metric_learning.miners import HDCMiner
 from calibrax.metric_learning.miners import MultiSimilarityMiner
 from calibrax.metric_learning.miners import PairMarginMiner
 from calibrax.metric_learning.miners import TripletMarginMiner
+from calibrax.metric_learning.miners import UniformHistogramMiner
 from calibrax.metric_learning.reducers import AvgNonZeroReducer
 from calibrax.metric_learning.reducers import BaseReducer
 from calibrax.metric_learning.reducers import ClassWeightedReducer
@@ -45,22 +51,27 @@ from calibrax.metric_learning.tuples import TripletMask
 
 __all__ = [
     "AccuracyCalculator",
+    "AngularMiner",
     "ArcFaceLoss",
     "AvgNonZeroReducer",
     "BaseDistance",
     "BaseMetricLossFunction",
     "BaseMiner",
     "BaseReducer",
+    "BatchEasyHardMiner",
     "BatchHardMiner",
     "CircleLoss",
     "ClassWeightedReducer",
     "ContrastiveLoss",
     "CosFaceLoss",
     "CosineSimilarity",
+    "DistanceWeightedMiner",
     "DivisorReducer",
     "DoNothingReducer",
     "DotProductSimilarity",
+    "EmbeddingsAlreadyPackagedAsTriplets",
     "GeneralizedLiftedStructureLoss",
+    "HDCMiner",
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",
@@ -85,5 +96,6 @@ __all__ = [
     "TripletMarginLoss",
     "TripletMarginMiner",
     "TripletMask",
+    "UniformHistogramMiner",
     "validate_embeddings_and_labels",
 ]
