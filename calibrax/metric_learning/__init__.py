@@ -5,6 +5,7 @@ from calibrax.metric_learning.base import BaseMetricLossFunction
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.base import validate_embeddings_and_labels
 from calibrax.metric_learning.distances import BaseDistance
+from calibrax.metric_learning.distances import BatchedDistance
 from calibrax.metric_learning.distances import CosineSimilarity
 from calibrax.metric_learning.distances import DotProductSimilarity
 from calibrax.metric_learning.distances import LpDistance
@@ -60,6 +61,7 @@ __all__ = [
     "BaseReducer",
     "BatchEasyHardMiner",
     "BatchHardMiner",
+    "BatchedDistance",
     "CircleLoss",
     "ClassWeightedReducer",
     "ContrastiveLoss",
