@@ -1,8 +1,9 @@
-"""AccuracyCalculator: retrieval accuracy of embeddings, as pytorch-metric-learning's.
+"""AccuracyCalculator: retrieval and clustering accuracy of embeddings, as pytorch-metric-learning's.
 
 The retrieval metrics rank the references by distance to each query with a blocked exact k-nearest
 neighbour search in JAX (``block_size`` queries at a time: O(block_size x n_references) memory, no
-faiss).
+faiss); the clustering metrics (NMI, AMI) cluster the queries with a seeded k-means in JAX
+(:func:`calibrax.metric_learning.clustering.kmeans`) and score the clusters against the labels.
 
 Conventions (pytorch-metric-learning 2.9's, checked against it in the tests):
 
@@ -17,13 +18,18 @@ Conventions (pytorch-metric-learning 2.9's, checked against it in the tests):
   ``(1/R) sum_{i <= min(R, k)} P(i) rel(i)``. ``mean_average_precision``: ``(1/R) sum_{i <= k}
   P(i) rel(i)``. ``mean_reciprocal_rank``: ``1/rank`` of the first relevant neighbour among the
   ``k``, 0 if none. ``P(i)`` is the precision among the ``i`` nearest.
+- NMI / AMI: k-means (k-means++ from ``seed``) on all the queries with as many clusters as query
+  labels; the scores are scikit-learn's ``normalized_mutual_info_score`` (arithmetic mean) and
+  ``adjusted_mutual_info_score`` of (query labels, clusters). ``avg_of_avgs`` and
+  ``return_per_class`` do not apply to them (as in PML).
 - ``avg_of_avgs``: the per-class means (over the queries' classes) averaged; ``return_per_class``:
   the list of per-class means, classes in increasing label order.
 
-Differences from PML: PML casts everything to float32 and searches with faiss
-(``IndexFlatL2``); here the search is exact in the embeddings' dtype (float64 when given, ties
-broken by lower reference index). Labels must be 1-D integers (no ``label_comparison_fn``). Results are
-Python floats (lists with ``return_per_class``), as PML's.
+Differences from PML: PML casts everything to float32 and searches with faiss (``IndexFlatL2``);
+here the search is exact in the embeddings' dtype (float64 when given, ties broken by lower
+reference index). PML clusters with faiss k-means (20 iterations from faiss's own random start), so
+its NMI/AMI come from a different clustering than ours. Labels must be 1-D integers (no
+``label_comparison_fn``). Results are Python floats (lists with ``return_per_class``), as PML's.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from calibrax.core import checks
+from calibrax.metric_learning.clustering import adjusted_mutual_info
+from calibrax.metric_learning.clustering import kmeans
+from calibrax.metric_learning.clustering import normalized_mutual_info
 
 __all__ = ["AccuracyCalculator"]
 
@@ -48,7 +57,8 @@ RETRIEVAL_METRICS = (
     "precision_at_1",
     "r_precision",
 )
-METRICS = RETRIEVAL_METRICS
+CLUSTERING_METRICS = ("AMI", "NMI")
+METRICS = CLUSTERING_METRICS + RETRIEVAL_METRICS
 DISTANCES = ("euclidean", "cosine")
 # Column of each retrieval metric in the kernel's per-query output.
 _COLUMN = {
@@ -160,10 +170,11 @@ def _check_embeddings(x: Any, labels: Any, name: str, label_name: str) -> None:
 
 
 class AccuracyCalculator:
-    """Retrieval accuracy of embeddings, as pytorch-metric-learning's.
+    """Retrieval and clustering accuracy of embeddings, as pytorch-metric-learning's.
 
     Metrics (see the module doc for their definitions): ``precision_at_1``, ``r_precision``,
-    ``mean_average_precision_at_r``, ``mean_average_precision`` and ``mean_reciprocal_rank``.
+    ``mean_average_precision_at_r``, ``mean_average_precision``, ``mean_reciprocal_rank``,
+    ``NMI`` and ``AMI``.
 
     Args:
         include: Metrics to compute (default: all).
@@ -174,11 +185,14 @@ class AccuracyCalculator:
             integer.
         distance: ``"euclidean"`` (PML's default ``IndexFlatL2``) or ``"cosine"``.
         block_size: Queries ranked at once (memory O(block_size x n_references)).
+        seed: Seed of the k-means++ initialisation for NMI / AMI.
+        kmeans_iters: Largest number of Lloyd iterations (stops earlier when the assignment no
+            longer changes).
 
     Raises:
         TypeError: If ``include`` / ``exclude`` are not tuples or lists.
         ValueError: For unknown metric names, ``avg_of_avgs`` with ``return_per_class``, a bad
-            ``k``, ``distance`` or ``block_size``.
+            ``k``, ``distance``, ``block_size``, ``seed`` or ``kmeans_iters``.
 
     Example:
         >>> import numpy as np
@@ -199,6 +213,8 @@ class AccuracyCalculator:
         *,
         distance: str = "euclidean",
         block_size: int = 256,
+        seed: int = 0,
+        kmeans_iters: int = 100,
     ) -> None:
         self.include = _check_metric_names(include, "include")
         self.exclude = _check_metric_names(exclude, "exclude")
@@ -213,15 +229,21 @@ class AccuracyCalculator:
                 )
         checks.check_choice(distance, DISTANCES, "distance")
         checks.check_positive_int(block_size, "block_size")
+        checks.check_positive_int(kmeans_iters, "kmeans_iters")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"expected `seed` to be a non-negative integer, got {seed!r}")
         self.avg_of_avgs = bool(avg_of_avgs)
         self.return_per_class = bool(return_per_class)
         self.k = k
         self.distance = distance
         self.block_size = int(block_size)
+        self.seed = int(seed)
+        self.kmeans_iters = int(kmeans_iters)
 
     def metrics(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> tuple[str, ...]:
         """The metrics computed: the constructor's selection, narrowed by ``include``/``exclude``."""
-        base = [m for m in (self.include or METRICS) if m not in self.exclude]
+        # In PML's order (its metric functions sorted by name).
+        base = [m for m in METRICS if m in (self.include or METRICS) and m not in self.exclude]
         include = _check_metric_names(include, "include")
         exclude = _check_metric_names(exclude, "exclude")
         chosen = [m for m in (include or base) if m not in exclude]
@@ -292,7 +314,17 @@ class AccuracyCalculator:
         retrieval = [m for m in names if m in RETRIEVAL_METRICS]
         if retrieval:
             out.update(self._retrieval(q, q_lab, r, r_lab, bool(ref_includes_query), retrieval))
+        clustering = [m for m in names if m in CLUSTERING_METRICS]
+        if clustering:
+            clusters = np.asarray(self.cluster_labels(q, q_lab))
+            scores = {"NMI": normalized_mutual_info, "AMI": adjusted_mutual_info}
+            out.update({m: scores[m](q_lab, clusters) for m in clustering})
         return {m: out[m] for m in names}
+
+    def cluster_labels(self, query: Any, query_labels: Any) -> jax.Array:
+        """The k-means clusters of the queries (as many clusters as query labels)."""
+        n_clusters = len(np.unique(np.asarray(query_labels)))
+        return kmeans(query, n_clusters, seed=self.seed, max_iter=self.kmeans_iters)[0]
 
     def num_neighbors(self, max_bin_count: int, n_references: int, ref_includes_query: bool) -> int:
         """The ``k`` actually retrieved (PML's ``determine_k``)."""

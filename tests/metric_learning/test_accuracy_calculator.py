@@ -16,9 +16,10 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
 from calibrax.metric_learning import AccuracyCalculator
-from calibrax.metric_learning.accuracy_calculator import METRICS
+from calibrax.metric_learning.accuracy_calculator import RETRIEVAL_METRICS
 
 TOL = 1e-6
+RETRIEVAL_ONLY = ("AMI", "NMI")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,9 @@ def _compare(ours, theirs):
 def test_leave_one_out_matches_pml(digits, kwargs):
     x, y = digits
     with pytest.warns(UserWarning) if kwargs.get("k") == 7 else _nothing():
-        ours = AccuracyCalculator(block_size=128, **kwargs).get_accuracy(x, y)
+        ours = AccuracyCalculator(exclude=RETRIEVAL_ONLY, block_size=128, **kwargs).get_accuracy(
+            x, y
+        )
     _compare(ours, _pml(**kwargs).get_accuracy(x, y))
 
 
@@ -67,9 +70,9 @@ def test_query_vs_reference_matches_pml(digits, ref_includes_query):
         r, rl = x, y
     else:
         r, rl = x[150:], y[150:]
-    ours = AccuracyCalculator(k="max_bin_count", block_size=64).get_accuracy(
-        q, ql, r, rl, ref_includes_query
-    )
+    ours = AccuracyCalculator(
+        exclude=RETRIEVAL_ONLY, k="max_bin_count", block_size=64
+    ).get_accuracy(q, ql, r, rl, ref_includes_query)
     theirs = _pml(k="max_bin_count").get_accuracy(q, ql, r, rl, ref_includes_query)
     _compare(ours, theirs)
 
@@ -79,12 +82,14 @@ def test_lone_queries_and_unseen_labels_match_pml(digits):
     x, y = digits
     keep = (y != 9) | (np.cumsum(y == 9) == 1)
     x1, y1 = x[keep][:200], y[keep][:200]
-    _compare(AccuracyCalculator().get_accuracy(x1, y1), _pml().get_accuracy(x1, y1))
+    _compare(
+        AccuracyCalculator(exclude=RETRIEVAL_ONLY).get_accuracy(x1, y1), _pml().get_accuracy(x1, y1)
+    )
     q, ql = x[:60], y[:60]
     r, rl = x[60:][y[60:] != 8], y[60:][y[60:] != 8]
     for kw in ({}, {"return_per_class": True}):
         _compare(
-            AccuracyCalculator(**kw).get_accuracy(q, ql, r, rl),
+            AccuracyCalculator(exclude=RETRIEVAL_ONLY, **kw).get_accuracy(q, ql, r, rl),
             _pml(**kw).get_accuracy(q, ql, r, rl),
         )
 
@@ -92,9 +97,9 @@ def test_lone_queries_and_unseen_labels_match_pml(digits):
 def test_all_queries_lone_gives_nan():
     x = np.random.default_rng(0).normal(size=(6, 3))
     y = np.arange(6)
-    ours = AccuracyCalculator().get_accuracy(x, y)
-    assert set(ours) == set(METRICS) and all(np.isnan(v) for v in ours.values())
-    per_class = AccuracyCalculator(return_per_class=True).get_accuracy(x, y)
+    ours = AccuracyCalculator(exclude=RETRIEVAL_ONLY).get_accuracy(x, y)
+    assert set(ours) == set(RETRIEVAL_METRICS) and all(np.isnan(v) for v in ours.values())
+    per_class = AccuracyCalculator(exclude=RETRIEVAL_ONLY, return_per_class=True).get_accuracy(x, y)
     assert all(len(v) == 6 and np.all(np.isnan(v)) for v in per_class.values())
 
 
@@ -114,8 +119,12 @@ def test_include_exclude_and_cosine(digits):
 
 def test_block_size_does_not_change_the_result(digits):
     x, y = digits
-    a = AccuracyCalculator(k=20, block_size=7).get_accuracy(x[:100], y[:100])
-    b = AccuracyCalculator(k=20, block_size=100).get_accuracy(x[:100], y[:100])
+    a = AccuracyCalculator(exclude=RETRIEVAL_ONLY, k=20, block_size=7).get_accuracy(
+        x[:100], y[:100]
+    )
+    b = AccuracyCalculator(exclude=RETRIEVAL_ONLY, k=20, block_size=100).get_accuracy(
+        x[:100], y[:100]
+    )
     assert a == b
 
 
@@ -130,7 +139,7 @@ def test_errors():
         ),
         (
             ValueError,
-            "expected `exclude` to name metrics among mean_average_precision, mean_average_precision_at_r, mean_reciprocal_rank, precision_at_1, r_precision, got 'foo'",
+            "expected `exclude` to name metrics among AMI, NMI, mean_average_precision, mean_average_precision_at_r, mean_reciprocal_rank, precision_at_1, r_precision, got 'foo'",
             lambda: AccuracyCalculator(exclude=("foo",)),
         ),
         (
@@ -212,3 +221,14 @@ def test_errors():
     for exc, message, call in cases:
         with pytest.raises(exc, match=re.escape(message)):
             call()
+
+
+def test_errors_of_the_clustering_settings():
+    with pytest.raises(
+        ValueError, match=re.escape("expected `seed` to be a non-negative integer, got -1")
+    ):
+        AccuracyCalculator(seed=-1)
+    with pytest.raises(
+        ValueError, match=re.escape("expected `kmeans_iters` to be a positive integer, got 0")
+    ):
+        AccuracyCalculator(kmeans_iters=0)
