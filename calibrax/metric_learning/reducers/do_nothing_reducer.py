@@ -21,7 +21,8 @@ class DoNothingReducer(BaseReducer):
     :class:`~calibrax.metric_learning.LossTerm` holds fixed-shape ``values`` with ``weights``
     (how often each pair/triplet/sample counts, 0 = not selected). Losses that reduce while they
     compute (:class:`~calibrax.metric_learning.TripletMarginLoss` streams its B³ triplets) have no
-    unreduced terms and raise.
+    unreduced terms and raise. Row-wise pair losses over all pairs return each sub-loss as two
+    mirrored halves, ``"name/rows"`` and ``"name/cols"`` (``LossTerm.scale`` 0.5 each).
     """
 
     keeps_terms: ClassVar[bool] = True
