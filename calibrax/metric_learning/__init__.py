@@ -1,9 +1,11 @@
 """calibrax.metric_learning: tier-3 metric-learning distances, reducers, miners and losses."""
 
+from calibrax.metric_learning.accuracy_calculator import AccuracyCalculator
 from calibrax.metric_learning.base import BaseMetricLossFunction
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.base import validate_embeddings_and_labels
 from calibrax.metric_learning.distances import BaseDistance
+from calibrax.metric_learning.distances import BatchedDistance
 from calibrax.metric_learning.distances import CosineSimilarity
 from calibrax.metric_learning.distances import DotProductSimilarity
 from calibrax.metric_learning.distances import LpDistance
@@ -43,36 +45,58 @@ from calibrax.metric_learning.losses import ThresholdConsistentMarginLoss
 from calibrax.metric_learning.losses import TripletMarginLoss
 from calibrax.metric_learning.losses import TupletMarginLoss
 from calibrax.metric_learning.losses import VICRegLoss
+from calibrax.metric_learning.miners import AngularMiner
 from calibrax.metric_learning.miners import BaseMiner
+from calibrax.metric_learning.miners import BatchEasyHardMiner
 from calibrax.metric_learning.miners import BatchHardMiner
+from calibrax.metric_learning.miners import DistanceWeightedMiner
+from calibrax.metric_learning.miners import EmbeddingsAlreadyPackagedAsTriplets
+from calibrax.metric_learning.miners import HDCMiner
 from calibrax.metric_learning.miners import MultiSimilarityMiner
 from calibrax.metric_learning.miners import PairMarginMiner
 from calibrax.metric_learning.miners import TripletMarginMiner
+from calibrax.metric_learning.miners import UniformHistogramMiner
 from calibrax.metric_learning.reducers import AvgNonZeroReducer
 from calibrax.metric_learning.reducers import BaseReducer
+from calibrax.metric_learning.reducers import ClassWeightedReducer
+from calibrax.metric_learning.reducers import DivisorReducer
+from calibrax.metric_learning.reducers import DoNothingReducer
 from calibrax.metric_learning.reducers import MeanReducer
+from calibrax.metric_learning.reducers import MultipleReducers
+from calibrax.metric_learning.reducers import PerAnchorReducer
 from calibrax.metric_learning.reducers import SumReducer
 from calibrax.metric_learning.reducers import ThresholdReducer
+from calibrax.metric_learning.samplers import MPerClassSampler
 from calibrax.metric_learning.tuples import PairMask
 from calibrax.metric_learning.tuples import TripletMask
 
 __all__ = [
+    "AccuracyCalculator",
     "AngularLoss",
+    "AngularMiner",
     "ArcFaceLoss",
     "AvgNonZeroReducer",
     "BaseDistance",
     "BaseMetricLossFunction",
     "BaseMiner",
     "BaseReducer",
+    "BatchEasyHardMiner",
     "BatchHardMiner",
+    "BatchedDistance",
     "CircleLoss",
+    "ClassWeightedReducer",
     "ContrastiveLoss",
     "CosFaceLoss",
     "CosineSimilarity",
+    "DistanceWeightedMiner",
+    "DivisorReducer",
+    "DoNothingReducer",
     "DotProductSimilarity",
     "DynamicSoftMarginLoss",
+    "EmbeddingsAlreadyPackagedAsTriplets",
     "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
+    "HDCMiner",
     "HistogramLoss",
     "InstanceLoss",
     "IntraPairVarianceLoss",
@@ -80,11 +104,13 @@ __all__ = [
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",
+    "MPerClassSampler",
     "ManifoldLoss",
     "MarginLoss",
     "MeanReducer",
     "MultiSimilarityLoss",
     "MultiSimilarityMiner",
+    "MultipleReducers",
     "NCALoss",
     "NPairsLoss",
     "NTXentLoss",
@@ -93,6 +119,7 @@ __all__ = [
     "PNPLoss",
     "PairMarginMiner",
     "PairMask",
+    "PerAnchorReducer",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "RankedListLoss",
@@ -110,6 +137,7 @@ __all__ = [
     "TripletMarginMiner",
     "TripletMask",
     "TupletMarginLoss",
+    "UniformHistogramMiner",
     "VICRegLoss",
     "validate_embeddings_and_labels",
 ]

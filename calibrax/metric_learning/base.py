@@ -123,6 +123,10 @@ class BaseMetricLossFunction(nnx.Module):
         embeddings = jnp.asarray(embeddings)
         labels = jnp.asarray(labels)
         reducer = self.reducer if self.reducer is not None else self.default_reducer()
+        if hasattr(reducer, "bind"):  # reducers that use the labels (ClassWeightedReducer...)
+            reducer = reducer.bind(labels)
+        if getattr(reducer, "keeps_terms", False):  # DoNothingReducer: the unreduced terms
+            return reducer.terms(self, embeddings, labels, indices_tuple)
         return self.compute_loss(embeddings, labels, indices_tuple, reducer).astype(
             embeddings.dtype
         )
@@ -137,8 +141,10 @@ class BaseMetricLossFunction(nnx.Module):
         """
         terms = self.compute_terms(embeddings, labels, indices_tuple)
         total = jnp.zeros((), accumulation_dtype(embeddings.dtype))
-        for term in terms.values():
-            value = term.values if term.reduced else reducer(term.values, term.weights)
+        for name, term in terms.items():
+            # MultipleReducers: a reducer per sub-loss name.
+            red = reducer.for_term(name) if hasattr(reducer, "for_term") else reducer
+            value = term.values if term.reduced else red(term.values, term.weights)
             value = jnp.reshape(value, ()).astype(total.dtype)
             total = total + (value if term.scale == 1 else term.scale * value)
         return total

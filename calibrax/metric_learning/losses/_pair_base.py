@@ -14,6 +14,7 @@ from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
 from calibrax.metric_learning.reducers.base_reducer import BaseReducer
 from calibrax.metric_learning.reducers.base_reducer import accumulation_dtype
+from calibrax.metric_learning.tuples import all_pairs
 from calibrax.metric_learning.tuples import pair_weights
 
 
@@ -133,6 +134,10 @@ class GenericPairLoss(DistanceLoss):
         are elementwise in the matrix (``mirror = False``) are evaluated on the upper block
         triangle only (:meth:`_upper_block_loss`)."""
         batch = embeddings.shape[0]
+        if indices_tuple is None and getattr(reducer, "anchor_weighted", False):
+            # Per-anchor weights (ClassWeightedReducer, PerAnchorReducer) make the gradient w.r.t.
+            # the matrix asymmetric: all pairs as an explicit mask, without the symmetric paths.
+            indices_tuple = all_pairs(labels)
         if (
             indices_tuple is None
             and not self.mirror

@@ -180,7 +180,9 @@ class TripletMarginLoss(DistanceLoss):
                 an = jnp.maximum(an, mat) if distance.is_inverted else jnp.minimum(an, mat)
             violation = distance.margin(ap, an) + self.margin
             loss = torch_softplus(violation) if self.smooth_loss else jax.nn.relu(violation)
-            return reducer.partial(loss, valid.astype(loss.dtype))
+            # ClassWeightedReducer / MultipleReducers: the reducer of this anchor.
+            red = reducer.at_anchor(a) if hasattr(reducer, "at_anchor") else reducer
+            return red.partial(loss, valid.astype(loss.dtype))
 
         batch = mat.shape[0]
         totals, counts = jax.lax.map(
