@@ -192,9 +192,15 @@ def lpips_schedule(
 
 
 class LPIPSTrainer(nnx.Module):
-    """An LPIPS model and its ranking head, trained together (the heads are projected >= 0)."""
+    """An LPIPS model and its ranking head, trained together (the heads are projected >= 0).
+
+    Built for training: it makes the model's heads trainable (``model.set_trainable(True)``, in
+    place). Freeze them again with ``model.set_trainable(False)`` before using the model as a loss
+    (:func:`train_lpips` does that itself).
+    """
 
     def __init__(self, model: LPIPS, *, rngs: nnx.Rngs) -> None:
+        model.set_trainable(True)
         self.model = model
         self.ranker = RankingHead(rngs=rngs)
 
@@ -268,7 +274,11 @@ def train_lpips(
     feeds them to a :class:`RankingHead` and minimises the binary cross-entropy against the
     judgment; Adam (``lr`` 1e-4, :math:`\\beta_1` 0.5) over the heads and the ranking head, the
     learning rate constant for ``epochs`` and then decaying linearly to 0 over ``decay_epochs``;
-    the heads are clamped at 0 after every step. The trunk stays frozen (its weights are
+    the heads are clamped at 0 after every step. The heads are trained whether or not the model
+    was built with ``trainable=True``; the model is handed back as it came (heads frozen again if
+    they were frozen, now with the trained values) and in evaluation mode. A model built with
+    ``use_dropout=True`` trains with dropout before the heads (the reference trainer's setting);
+    validation scores are computed without it. The trunk stays frozen (its weights are
     :class:`~calibrax.core.FrozenWeight`, never ``nnx.Param``) unless the model was built with
     ``LPIPS(tune=True)``, the paper's "tune" variant: then the trunk's weights are trained too, by
     the same Adam with the same learning rate and schedule, as in the reference trainer (one
@@ -316,6 +326,7 @@ def train_lpips(
     model.normalize = True  # 2AFC data is in [0, 1]
     total = epochs + decay_epochs
     steps = max(1, len(train_data) // batch_size)
+    was_trainable = model.trainable
     trainer = LPIPSTrainer(model, rngs=nnx.Rngs(seed))
     tx = optax.adam(lpips_schedule(lr, steps, epochs, decay_epochs), b1=beta1)
     if trunk_lr is not None:
@@ -325,22 +336,31 @@ def train_lpips(
     if val_data is not None:
 
         def eval_fn(t: LPIPSTrainer) -> dict[str, float]:
-            return {"val_2afc": evaluate_2afc(t.model, val_data, batch_size)}
+            t.model.eval()  # no dropout when scoring
+            try:
+                return {"val_2afc": evaluate_2afc(t.model, val_data, batch_size)}
+            finally:
+                t.model.train()
 
-    history = fit(
-        trainer,
-        _lpips_loss,
-        train_data,
-        tx=tx,
-        epochs=total,
-        batch_size=batch_size,
-        seed=seed,
-        eval_fn=eval_fn,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        stop_after=stop_after,
-        progress=progress,
-    )
+    model.train()
+    try:
+        history = fit(
+            trainer,
+            _lpips_loss,
+            train_data,
+            tx=tx,
+            epochs=total,
+            batch_size=batch_size,
+            seed=seed,
+            eval_fn=eval_fn,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            stop_after=stop_after,
+            progress=progress,
+        )
+    finally:
+        model.eval()
+        model.set_trainable(was_trainable)
     if plot_path is not None:
         plot_history(history, plot_path)
     return history
