@@ -3,6 +3,7 @@
 Run with the separate torchvision environment (torch 2.14.1 + torchvision 0.29.1 + lpips 0.1.4):
 
     /work/tvenv/bin/python scripts/make_golden_lpips.py
+    /work/golden-venv/bin/python scripts/make_golden_lpips.py --version 0.0
 
 For each trunk (alex, vgg, squeeze), the reference ``lpips.LPIPS`` model is built with its packaged
 v0.1 heads and a randomly initialised torchvision trunk (``pnet_rand=True``: nothing is
@@ -10,10 +11,16 @@ downloaded); the trunk is then overwritten with the seeded weights of
 ``tests/fixtures/golden/seeded_weights.py`` (the same seeds as the backbone fixtures, so the tests
 rebuild these weights without torch). Stored per trunk, in ``tests/fixtures/golden/lpips_<net>.npz``:
 two image pairs in [-1, 1], the distances, the per-layer values, and the spatial maps.
+
+With ``--version 0.0`` the reference's first-release model is used instead (``version="0.0"``: the
+packaged v0.0 heads, and no input scaling before the trunk), on the same seeded trunks and images;
+stored in ``tests/fixtures/golden/lpips_<net>_v0.0.npz``: the distances and per-layer values (the
+images are those of ``lpips_<net>.npz``).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import pathlib
 import warnings
@@ -53,14 +60,43 @@ def seeded_trunk_into(model: lpips.LPIPS, net: str) -> None:
     model.net.load_state_dict(remapped, strict=True)
 
 
+def _images() -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+    x = 2.0 * seeded_weights.seeded_images(10, (2, SIZE, SIZE, 3)) - 1.0
+    y = 2.0 * seeded_weights.seeded_images(11, (2, SIZE, SIZE, 3)) - 1.0
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    ty = torch.from_numpy(np.ascontiguousarray(y.transpose(0, 3, 1, 2)))
+    return x, y, tx, ty
+
+
+def first_release() -> None:
+    """v0.0 distances and per-layer values on the seeded trunks (the same images as v0.1)."""
+    for net in TRUNKS:
+        _, _, tx, ty = _images()
+        model = lpips.LPIPS(net=net, version="0.0", pnet_rand=True, verbose=False)
+        seeded_trunk_into(model, net)
+        model.eval()
+        with torch.no_grad():
+            d, layers = model(tx, ty, retPerLayer=True)
+        # The images are those of lpips_<net>.npz (same seeds): not stored again.
+        out = {
+            "distance": d.numpy().reshape(-1),
+            "distance_layers": np.stack([v.numpy().reshape(-1) for v in layers]),
+        }
+        np.savez_compressed(GOLDEN / f"lpips_{net}_v0.0.npz", **out)
+        print(net, "v0.0", out["distance"])
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--version", choices=("0.0", "0.1"), default="0.1")
+    args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(2)
+    if args.version == "0.0":
+        first_release()
+        return
     for net in TRUNKS:
-        x = 2.0 * seeded_weights.seeded_images(10, (2, SIZE, SIZE, 3)) - 1.0
-        y = 2.0 * seeded_weights.seeded_images(11, (2, SIZE, SIZE, 3)) - 1.0
-        tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-        ty = torch.from_numpy(np.ascontiguousarray(y.transpose(0, 3, 1, 2)))
+        x, y, tx, ty = _images()
         out = {"x": x.astype(np.float32), "y": y.astype(np.float32)}
         for spatial in (False, True):
             model = lpips.LPIPS(

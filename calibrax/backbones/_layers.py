@@ -47,6 +47,7 @@ __all__ = [
     "avg_pool2d",
     "freeze",
     "frozen",
+    "l2_pool2d",
     "max_pool2d",
     "pool_output_size",
     "unfreeze",
@@ -386,6 +387,42 @@ def _window_padding(
         pads.append((p, max(high, 0)))
         out.append(n)
     return pads[0], pads[1], (out[0], out[1])
+
+
+def l2_pool2d(x: jax.Array, *, eps: float = 1e-12) -> jax.Array:
+    """DISTS's L2 pooling on NHWC input: :math:`\\sqrt{g * x^2 + \\epsilon}`, stride 2, per channel.
+
+    ``g`` is the 3x3 Hann window (``np.hanning(5)[1:-1]``, outer product, normalised to sum 1),
+    applied to each channel separately with one pixel of zero padding, so an ``H x W`` input gives
+    ``(H + 1) // 2 x (W + 1) // 2``. Ding et al. use it in place of VGG's max pools: a smooth,
+    alias-reduced downsampling.
+
+    Args:
+        x: Input of shape ``(batch, height, width, channels)``.
+        eps: Added under the square root (the reference's ``1e-12``; keeps the gradient finite
+            where the input is 0).
+
+    Returns:
+        The pooled array, ``(batch, (height + 1) // 2, (width + 1) // 2, channels)``.
+
+    References:
+        Ding et al., 2020, "Image Quality Assessment: Unifying Structure and Texture
+        Similarity", arXiv:2004.07728 (their ``L2pooling`` in ``DISTS_pt.py``).
+    """
+    a = np.hanning(5)[1:-1]
+    window = np.outer(a, a)
+    window = window / window.sum()
+    channels = x.shape[-1]
+    kernel = jnp.asarray(np.tile(window[:, :, None, None], (1, 1, 1, channels)), x.dtype)
+    out = jax.lax.conv_general_dilated(
+        x * x,
+        kernel,
+        window_strides=(2, 2),
+        padding=((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels,
+    )
+    return jnp.sqrt(out + jnp.asarray(eps, x.dtype))
 
 
 def max_pool2d(

@@ -13,6 +13,7 @@ from jaxtyping import Array
 from jaxtyping import Float
 
 from calibrax.backbones._layers import Conv2d
+from calibrax.backbones._layers import l2_pool2d
 from calibrax.backbones._layers import max_pool2d
 from calibrax.backbones._zoo import register_backbone
 from calibrax.core import checks
@@ -37,6 +38,7 @@ def _conv_indices() -> tuple[tuple[int, ...], ...]:
 
 
 _CONV_INDICES = _conv_indices()
+POOLS = ("max", "l2")
 
 
 def _features_only(state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -119,28 +121,43 @@ class VGG16(nnx.Module):
         """
         return dict(zip(self.tap_names, self.taps(images), strict=True))
 
-    def taps(self, images: Float[Array, "batch height width 3"]) -> tuple[jax.Array, ...]:
-        """The same activations as :meth:`__call__`, as a tuple in :attr:`tap_names` order."""
+    def taps(
+        self, images: Float[Array, "batch height width 3"], *, pool: str = "max"
+    ) -> tuple[jax.Array, ...]:
+        """The same activations as :meth:`__call__`, as a tuple in :attr:`tap_names` order.
+
+        Args:
+            images: As for :meth:`__call__`.
+            pool: ``"max"``: VGG's 2x2 max pools between the stages (torchvision, LPIPS).
+                ``"l2"``: DISTS's L2 pooling (:func:`~calibrax.backbones._layers.l2_pool2d`) in
+                their place, as Ding et al. do; each stage then has ``ceil`` of half the size.
+
+        Raises:
+            ValueError: As for :meth:`__call__`, or on an unknown ``pool``.
+        """
         checks.check_images(images, "images", channels=3, min_size=self.min_input_size)
+        checks.check_choice(pool, POOLS, "pool")
         # One compiled program even when called eagerly; under an outer jit this simply inlines.
         graphdef, state = nnx.split(self)
-        return _jitted_taps(graphdef, state, images)
+        return _jitted_taps(graphdef, state, images, pool)
 
-    def _taps(self, images: jax.Array) -> tuple[jax.Array, ...]:
+    def _taps(self, images: jax.Array, pool: str = "max") -> tuple[jax.Array, ...]:
         h = images
         taps = []
         for stage, indices in enumerate(_CONV_INDICES):
             if stage:
-                h = max_pool2d(h, 2, 2)
+                h = max_pool2d(h, 2, 2) if pool == "max" else l2_pool2d(h)
             for index in indices:
                 h = jax.nn.relu(self.features[str(index)](h))
             taps.append(h)
         return tuple(taps)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _jitted_taps(graphdef: nnx.GraphDef, state: nnx.State, images: jax.Array) -> tuple:
-    return nnx.merge(graphdef, state)._taps(images)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _jitted_taps(
+    graphdef: nnx.GraphDef, state: nnx.State, images: jax.Array, pool: str = "max"
+) -> tuple:
+    return nnx.merge(graphdef, state)._taps(images, pool)
 
 
 register_backbone("vgg16", VGG16, convert=_features_only)

@@ -9,6 +9,7 @@ from calibrax.core.protocols import DatasetProtocol
 from calibrax.core.protocols import MetricLearningProtocol
 from calibrax.core.protocols import MetricProtocol
 from calibrax.core.protocols import StatefulMetricProtocol
+from calibrax.core.state import FrozenHead
 from calibrax.core.state import FrozenWeight
 from calibrax.core.state import MetricState
 from calibrax.core.state import TunedWeight
@@ -17,6 +18,7 @@ __all__ = [
     "BatchableDatasetProtocol",
     "BenchmarkProtocol",
     "DatasetProtocol",
+    "FrozenHead",
     "FrozenWeight",
     "Metric",
     "MetricLearningProtocol",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-__all__ = ["FrozenWeight", "MetricState", "TunedWeight"]
+__all__ = ["FrozenHead", "FrozenWeight", "MetricState", "TunedWeight"]
 
 
 class MetricState(nnx.Variable):
@@ -31,4 +31,18 @@ class TunedWeight(nnx.Param):
     a type of its own, so it can be told apart from trainable heads
     (``nnx.state(model, TunedWeight)``) and turned back into a :class:`FrozenWeight`. Made only by
     :func:`calibrax.backbones.unfreeze`, never by default.
+    """
+
+
+class FrozenHead(nnx.Variable):
+    """A learned head's weight (official or trained) loaded for evaluation: never trained.
+
+    What the heads of a tier-2 metric (LPIPS's per-tap weights, DISTS's alpha/beta) hold unless the
+    metric is built for training. Not an ``nnx.Param``, so a model that uses the metric as a loss
+    and is trained with ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` cannot move it (the failure
+    behind torchmetrics' "LPIPS returns negative values", their issue 2315), and the metric reads
+    it through ``jax.lax.stop_gradient``. A type apart from :class:`FrozenWeight` so that
+    unfreezing a trunk (:func:`calibrax.backbones.unfreeze`) and training heads
+    (``set_trainable``) stay separate choices. Checkpoints store values by path, not by type: a
+    head saved trainable restores into a frozen one and back.
     """

@@ -8,8 +8,10 @@ ever runs), and refuses every other global before anything is called.
 The names it resolves, exactly (:data:`ALLOWED_GLOBALS`):
 
 * ``collections.OrderedDict`` (state dicts and the empty backward-hook dicts);
-* ``torch._utils._rebuild_tensor_v2`` and ``torch._utils._rebuild_tensor_v3`` (a tensor as a view
-  of a storage: offset, size, stride), ``torch._utils._rebuild_parameter`` and
+* ``torch._utils._rebuild_tensor``, ``torch._utils._rebuild_tensor_v2`` and
+  ``torch._utils._rebuild_tensor_v3`` (a tensor as a view of a storage: offset, size, stride; the
+  first is what torch < 0.4 wrote, e.g. the ``lpips`` package's v0.0 heads),
+  ``torch._utils._rebuild_parameter`` and
   ``torch._utils._rebuild_parameter_with_state`` (an ``nn.Parameter`` around such a tensor; the
   extra Python state is dropped);
 * the typed storage classes ``torch.{Double,Float,Half,BFloat16,Long,Int,Short,Char,Byte,Bool,
@@ -194,6 +196,14 @@ def _tensor(storage, offset, size, stride, dtype, metadata) -> _Tensor:
     return _Tensor(storage, offset, size, stride, dtype, neg)
 
 
+def _rebuild_tensor(storage, offset, size, stride):
+    # torch < 0.4's form: no requires_grad, hooks or metadata.
+    dtype = (
+        storage.root.dtype if isinstance(storage, _StorageView) else getattr(storage, "dtype", None)
+    )
+    return _tensor(storage, offset, size, stride, dtype, None)
+
+
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks, metadata=None):
     del requires_grad, hooks
     dtype = (
@@ -221,6 +231,7 @@ def _rebuild_parameter_with_state(data, requires_grad, hooks, state):
 
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,

@@ -1,4 +1,4 @@
-"""Tier 2: learned perceptual metrics (LPIPS), 2AFC data, training and evaluation; calibration heads."""
+"""Tier 2: learned perceptual metrics (LPIPS, DISTS), 2AFC data, training and evaluation; calibration heads."""
 
 from calibrax.learned.base import LearnedMetric
 from calibrax.learned.calibration import CalibrationKnots
@@ -15,6 +15,9 @@ from calibrax.learned.data import SyntheticTwoAFC
 from calibrax.learned.data import TwoAFCFolder
 from calibrax.learned.data import distort
 from calibrax.learned.data import offline_images
+from calibrax.learned.dists import DISTS
+from calibrax.learned.dists import dists
+from calibrax.learned.dists import load_official_dists_weights
 from calibrax.learned.evaluation import jnd_map
 from calibrax.learned.evaluation import two_afc_score
 from calibrax.learned.lpips import LPIPS
@@ -30,10 +33,12 @@ from calibrax.learned.training import evaluate_2afc
 from calibrax.learned.training import fit
 from calibrax.learned.training import lpips_schedule
 from calibrax.learned.training import plot_history
+from calibrax.learned.training import train_dists
 from calibrax.learned.training import train_lpips
 
 __all__ = [
     "DISTORTIONS",
+    "DISTS",
     "LPIPS",
     "TRUNKS",
     "CalibrationKnots",
@@ -52,9 +57,11 @@ __all__ = [
     "TwoAFCFolder",
     "VectorScaling",
     "distort",
+    "dists",
     "evaluate_2afc",
     "fit",
     "jnd_map",
+    "load_official_dists_weights",
     "load_official_heads",
     "lpips",
     "lpips_schedule",
@@ -62,6 +69,7 @@ __all__ = [
     "plot_history",
     "ranking_loss",
     "read_heads",
+    "train_dists",
     "train_lpips",
     "two_afc_score",
 ]

@@ -9,8 +9,24 @@ normalises each spatial vector to unit length over channels, and compares:
     d(x, y) = \\sum_l \\frac{1}{H_l W_l} \\sum_{h, w} \\big\\| w_l \\odot
         (\\hat f^l_{hw}(x) - \\hat f^l_{hw}(y)) \\big\\|_2^2
 
-where :math:`w_l \\ge 0` are the per-channel weights of a 1x1 linear head (``nnx.Param``). With
-``lpips=False`` the heads are dropped (every weight 1): the unweighted "baseline" distance.
+where :math:`w_l \\ge 0` are the per-channel weights of a 1x1 linear head. With ``lpips=False`` the
+heads are dropped (every weight 1): the unweighted "baseline" distance.
+
+Frozen unless built for training: loaded for evaluation (official or trained heads, the default),
+the heads are :class:`~calibrax.core.FrozenHead` weights, not ``nnx.Param``, so a generator trained
+with ``nnx.Optimizer(generator, tx, wrt=nnx.Param)`` on an LPIPS loss can never move them (the
+failure behind torchmetrics' "LPIPS returns negative values", their issue 2315). ``trainable=True``
+(or ``tune=True``, or :func:`calibrax.learned.train_lpips`, for its run) makes them ``nnx.Param``.
+
+Versions: ``version="0.1"`` (default) is the reference's current model; ``"0.0"`` loads the heads of
+the first release (arXiv:1801.03924v1) and, as that release did, feeds the [-1, 1] images to the
+trunk without the ImageNet shift and scale (the reference's ``ScalingLayer`` was missing there).
+
+Training options as in the reference: ``use_dropout=True`` puts a dropout layer (p = 0.5, inverted
+scaling) before each head, active only in training mode (``model.train()``, which
+:func:`~calibrax.learned.train_lpips` sets for its run) and an identity in evaluation mode (the
+default); ``pnet_rand=True`` uses a randomly initialised trunk instead of the pretrained one, drawn
+from the explicit ``rngs``.
 
 With ``tune=True`` (the reference's ``pnet_tune``, the paper's "tune" variant) the trunk's
 weights are unfrozen (:func:`calibrax.backbones.unfreeze`: they become
@@ -46,6 +62,8 @@ from jaxtyping import Float
 from calibrax.core import checks
 from calibrax.core.registry import register
 from calibrax.learned.base import LearnedMetric
+from calibrax.learned.base import head_weight
+from calibrax.learned.base import read_head
 
 __all__ = ["LPIPS", "TRUNKS", "LPIPSMetric", "load_official_heads", "lpips", "read_heads"]
 
@@ -62,24 +80,31 @@ IMAGENET_SHIFT = (-0.030, -0.088, -0.188)
 IMAGENET_SCALE = (0.458, 0.448, 0.450)
 EPS = 1e-10
 OFFICIAL_HEADS = ("alex", "vgg", "squeeze")
+VERSIONS = ("0.0", "0.1")
+DROPOUT_RATE = 0.5  # the reference's nn.Dropout() default
 
 
-def load_official_heads(net: str, path: str | Path | None = None) -> list[np.ndarray]:
-    """The v0.1 linear heads of the reference ``lpips`` package, read with the safe reader.
+def load_official_heads(
+    net: str, path: str | Path | None = None, *, version: str = "0.1"
+) -> list[np.ndarray]:
+    """The linear heads of the reference ``lpips`` package, read with the safe reader.
 
     Args:
         net: ``"alex"``, ``"vgg"`` or ``"squeeze"``.
-        path: A ``.pth`` file of heads; by default ``weights/v0.1/{net}.pth`` inside the installed
-            ``lpips`` package (located without importing it, so torch is not needed).
+        path: A ``.pth`` file of heads; by default ``weights/v{version}/{net}.pth`` inside the
+            installed ``lpips`` package (located without importing it, so torch is not needed).
+        version: ``"0.1"`` (the current heads) or ``"0.0"`` (the first release's).
 
     Returns:
         One float32 vector of per-channel weights per tap.
 
     Raises:
-        ValueError: If ``net`` has no official heads, or the file's keys are not LPIPS heads.
+        ValueError: If ``net`` has no official heads, ``version`` is unknown, or the file's keys
+            are not LPIPS heads.
         FileNotFoundError: If the file (or the ``lpips`` package) is missing.
     """
     checks.check_choice(net, OFFICIAL_HEADS, "net")
+    checks.check_choice(version, VERSIONS, "version")
     if path is None:
         spec = importlib.util.find_spec("lpips")
         if spec is None or spec.origin is None or spec.submodule_search_locations is None:
@@ -87,7 +112,7 @@ def load_official_heads(net: str, path: str | Path | None = None) -> list[np.nda
                 "expected the `lpips` package to be installed for its official heads "
                 "(pip install --no-deps lpips==0.1.4), or `path` to a heads .pth file; got neither"
             )
-        path = Path(spec.origin).parent / "weights" / "v0.1" / f"{net}.pth"
+        path = Path(spec.origin).parent / "weights" / f"v{version}" / f"{net}.pth"
     return read_heads(path)
 
 
@@ -116,14 +141,19 @@ def read_heads(path: str | Path) -> list[np.ndarray]:
 
 
 class _Head(nnx.Module):
-    """A 1x1 convolution from C channels to 1, without bias: a per-channel weight vector."""
+    """A 1x1 convolution from C channels to 1, without bias: a per-channel weight vector.
 
-    def __init__(self, channels: int) -> None:
+    The weight is an ``nnx.Param`` if ``trainable``, otherwise a :class:`~calibrax.core.FrozenHead`
+    read through ``stop_gradient``.
+    """
+
+    def __init__(self, channels: int, *, trainable: bool) -> None:
         # Ones: at initialisation the weighted distance equals the unweighted baseline.
-        self.weight = nnx.Param(jnp.ones((channels,), jnp.float32))
+        ones = jax.device_put(np.ones((channels,), np.float32))
+        self.weight = head_weight(ones, trainable=trainable)
 
     def __call__(self, diff: jax.Array) -> jax.Array:
-        return jnp.einsum("...c,c->...", diff, self.weight[...].astype(diff.dtype))
+        return jnp.einsum("...c,c->...", diff, read_head(self.weight, diff.dtype))
 
 
 def _unit_normalize(f: jax.Array) -> jax.Array:
@@ -169,7 +199,7 @@ def _set_trunk_trainable(trunk: nnx.Module, tune: bool) -> None:
 
 
 class LPIPS(LearnedMetric):
-    """LPIPS distance with trainable per-tap heads on a frozen trunk.
+    """LPIPS distance with per-tap heads on a frozen trunk (heads trainable on request).
 
     Also a streaming metric (``update(predictions=..., targets=...)``, ``compute()``, ``reset()``,
     ``merge()``) of the mean (or summed) distance.
@@ -181,20 +211,39 @@ class LPIPS(LearnedMetric):
             already-normalised NHWC input) and ``tap_channels``.
         lpips: If False, the unweighted baseline (heads unused).
         spatial: If True, return a distance map upsampled to the input size.
-        pretrained: If True, load the official v0.1 heads (``alex``, ``vgg``, ``squeeze`` only);
-            otherwise heads start at 1 (the baseline).
+        pretrained: If True, load the official heads of ``version`` (``alex``, ``vgg``,
+            ``squeeze`` only); otherwise heads start at 1 (the baseline).
         heads_path: A heads ``.pth`` file to load instead of the packaged one.
+        version: ``"0.1"`` (default) or ``"0.0"``: the reference's model version. v0.0 loads the
+            first release's heads and, like that release, skips the ImageNet shift and scale of
+            the input (``alex``, ``vgg``, ``squeeze`` only).
         normalize: Default input convention: False for [-1, 1], True for [0, 1].
         reduction: ``"mean"`` or ``"sum"`` for the streaming metric.
         tune: If True, unfreeze the trunk (in place: a ``trunk`` passed in is modified) so that
             training updates it along with the heads (the reference's ``pnet_tune``). Batch-norm
             running statistics stay fixed. If False (default) the trunk must be frozen: no
             ``nnx.Param`` in it.
+        trainable: If True, the heads are ``nnx.Param`` (a model built for training); if False
+            they are :class:`~calibrax.core.FrozenHead` and nothing that optimizes ``nnx.Param``
+            can change them. Default: ``tune`` (a tuned model trains its heads too).
+        use_dropout: Dropout (p = 0.5) before each head in training mode (``model.train()``), as
+            the reference's ``use_dropout=True`` with which its trainer trains; an identity in
+            evaluation mode (``model.eval()``, the default). Needs ``rngs``.
+        pnet_rand: If True, a randomly initialised trunk (the reference's ``pnet_rand=True``):
+            ``net``'s architecture with torch's default layer initialisation (uniform in
+            :math:`\\pm 1/\\sqrt{\\text{fan\\_in}}`) drawn from ``rngs``, so a seed gives the same
+            trunk every time. (torchvision initialises its VGG and AlexNet differently; a random
+            trunk is only ever reproducible within one library.) Official heads are still loaded
+            if ``pretrained``, as in the reference.
+        rngs: Keys for ``pnet_rand`` (the ``params`` stream) and ``use_dropout`` (the
+            ``dropout`` stream); each falls back to the default stream.
 
     Raises:
-        ValueError: On an unknown ``net``, heads whose sizes do not fit the trunk, a trunk with
-            trainable (``nnx.Param``) weights when ``tune`` is False, or one with no weights to
-            tune when ``tune`` is True.
+        ValueError: On an unknown ``net`` or ``version``, heads whose sizes do not fit the trunk,
+            a trunk with trainable (``nnx.Param``) weights when ``tune`` is False, one with no
+            weights to tune when ``tune`` is True, ``pnet_rand`` with a ``trunk``, ``rngs``
+            missing for ``pnet_rand`` or ``use_dropout``, or ``version="0.0"`` for a trunk that
+            has no v0.0 model.
     """
 
     name: ClassVar[str] = "lpips"
@@ -212,22 +261,56 @@ class LPIPS(LearnedMetric):
         normalize: bool = False,
         reduction: str = "mean",
         tune: bool = False,
+        version: str = "0.1",
+        trainable: bool | None = None,
+        use_dropout: bool = False,
+        pnet_rand: bool = False,
+        rngs: nnx.Rngs | None = None,
     ) -> None:
         super().__init__(reduction=reduction)
         checks.check_choice(net, tuple(TRUNKS), "net")
-        if trunk is None:
+        checks.check_choice(version, VERSIONS, "version")
+        if version == "0.0" and net not in OFFICIAL_HEADS:
+            raise ValueError(
+                f"expected version='0.1' for trunk {net!r} (v0.0 exists for 'alex', 'vgg', "
+                f"'squeeze'), got version='0.0'"
+            )
+        for flag, value, what in (
+            ("pnet_rand", pnet_rand, "the random trunk's seed"),
+            ("use_dropout", use_dropout, "the dropout keys"),
+        ):
+            if value and rngs is None:
+                raise ValueError(f"expected `rngs` ({what}) with `{flag}=True`, got None")
+        if pnet_rand:
+            if trunk is not None:
+                raise ValueError("expected either `trunk` or `pnet_rand=True`, got both")
+            from calibrax.backbones._zoo import get_spec
+
+            trunk = get_spec(TRUNKS[net]).build(rngs=rngs)
+        elif trunk is None:
             from calibrax.backbones import load
 
             trunk = load(TRUNKS[net])
         _set_trunk_trainable(trunk, tune)
         self.net = net
+        self.version = version
+        self.pnet_rand = pnet_rand
         self.trunk = trunk
         self.lpips = lpips
         self.spatial = spatial
         self.normalize = normalize
+        trainable = tune if trainable is None else trainable
         channels = tuple(int(c) for c in trunk.tap_channels)
-        self.heads = nnx.List([_Head(c) for c in channels])
-        if net in OFFICIAL_HEADS:
+        self.heads = nnx.List([_Head(c, trainable=trainable) for c in channels])
+        # Evaluation mode until model.train(); created only when asked, so that models without
+        # dropout keep no random state.
+        self.dropout = (
+            nnx.Dropout(DROPOUT_RATE, deterministic=True, rngs=rngs) if use_dropout else None
+        )
+        if version == "0.0":
+            # The first release fed [-1, 1] images to the trunk as they are.
+            shift, scale = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        elif net in OFFICIAL_HEADS:
             shift, scale = IMAGENET_SHIFT, IMAGENET_SCALE
         else:
             # The trunk's own normalisation of [0, 1] input, rewritten for [-1, 1] input.
@@ -244,7 +327,7 @@ class LPIPS(LearnedMetric):
             if heads_path is not None:
                 self.set_heads(read_heads(heads_path))
             else:
-                self.set_heads(load_official_heads(net))
+                self.set_heads(load_official_heads(net, version=version))
 
     @property
     def tune(self) -> bool:
@@ -335,6 +418,8 @@ class LPIPS(LearnedMetric):
         values = []
         for head, fx, fy in zip(self.heads, taps_x, taps_y, strict=True):
             diff = (_unit_normalize(fx) - _unit_normalize(fy)) ** 2
+            if self.lpips and self.dropout is not None:
+                diff = self.dropout(diff)
             v = head(diff) if self.lpips else jnp.sum(diff, axis=-1)
             if self.spatial:
                 values.append(_upsample(v, x.shape[1:3]))
@@ -367,6 +452,7 @@ class LPIPS(LearnedMetric):
                 "net": self.net,
                 "tap_channels": list(self.tap_channels),
                 "tuned_trunk": tuned,
+                "version": self.version,
             },
             overwrite=overwrite,
         )
@@ -380,7 +466,11 @@ class LPIPS(LearnedMetric):
         For a checkpoint of a tuned model the trunk's weights come from the checkpoint too: they
         are restored into a copy of ``trunk`` (which is left as it is), or by default into the
         ``net`` architecture built without pretrained weights (none are needed). The model's trunk
-        is frozen unless ``tune=True`` is passed (to continue training it).
+        is frozen unless ``tune=True`` is passed (to continue training it), and so are its heads
+        unless ``trainable=True`` (or ``tune=True``) is passed: a checkpoint saved from a model
+        with trainable heads loads into an evaluation model whose heads no optimizer can move. The
+        model version saved with the heads is used unless ``version`` is passed (checkpoints
+        written before versions were recorded are v0.1).
 
         Args:
             path: The heads checkpoint.
@@ -407,6 +497,7 @@ class LPIPS(LearnedMetric):
 
             trunk = build(TRUNKS[meta["net"]]) if trunk is None else nnx.clone(trunk)
             freeze(trunk)  # restored weights are frozen unless tune=True asks otherwise
+        kwargs.setdefault("version", meta.get("version", "0.1"))
         model = cls(net=meta["net"], trunk=trunk, pretrained=False, **kwargs)
         if list(model.tap_channels) != list(meta["tap_channels"]):
             raise ValueError(
@@ -448,8 +539,9 @@ def lpips(
 ) -> Float[Array, ""]:
     """Mean LPIPS distance between ``x`` and ``y``: a differentiable training loss.
 
-    Gradients flow to ``x`` and ``y`` (and to the heads, which are ``nnx.Param``), never to a
-    frozen trunk (only to one built with ``tune=True``). The gradient is finite when ``x == y``.
+    Gradients flow to ``x`` and ``y``, never to frozen heads (the default) or a frozen trunk: only
+    to heads built with ``trainable=True`` and a trunk built with ``tune=True``. The gradient is
+    finite when ``x == y``.
 
     Args:
         x: Images (batch, height, width, 3).

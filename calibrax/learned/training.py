@@ -24,6 +24,7 @@ from flax import nnx
 from calibrax.core import checks
 from calibrax.core.protocols import DatasetProtocol
 from calibrax.core.state import TunedWeight
+from calibrax.learned.dists import DISTS
 from calibrax.learned.evaluation import two_afc_score
 from calibrax.learned.lpips import LPIPS
 from calibrax.learned.ranking import RankingHead
@@ -35,6 +36,7 @@ __all__ = [
     "fit",
     "lpips_schedule",
     "plot_history",
+    "train_dists",
     "train_lpips",
 ]
 
@@ -192,9 +194,15 @@ def lpips_schedule(
 
 
 class LPIPSTrainer(nnx.Module):
-    """An LPIPS model and its ranking head, trained together (the heads are projected >= 0)."""
+    """An LPIPS (or DISTS) model and its ranking head, trained together (heads projected >= 0).
 
-    def __init__(self, model: LPIPS, *, rngs: nnx.Rngs) -> None:
+    Built for training: it makes the model's heads trainable (``model.set_trainable(True)``, in
+    place). Freeze them again with ``model.set_trainable(False)`` before using the model as a loss
+    (:func:`train_lpips` does that itself).
+    """
+
+    def __init__(self, model: LPIPS | DISTS, *, rngs: nnx.Rngs) -> None:
+        model.set_trainable(True)
         self.model = model
         self.ranker = RankingHead(rngs=rngs)
 
@@ -225,7 +233,7 @@ def _trunk_labels(module: nnx.Module) -> nnx.State:
     )
 
 
-def evaluate_2afc(model: LPIPS, dataset: DatasetProtocol, batch_size: int = 32) -> float:
+def evaluate_2afc(model: LPIPS | DISTS, dataset: DatasetProtocol, batch_size: int = 32) -> float:
     """2AFC score of ``model`` on every example of ``dataset``."""
     dist = nnx.jit(lambda m, a, b: m.distance(a, b))
     d0s, d1s, judges = [], [], []
@@ -268,7 +276,11 @@ def train_lpips(
     feeds them to a :class:`RankingHead` and minimises the binary cross-entropy against the
     judgment; Adam (``lr`` 1e-4, :math:`\\beta_1` 0.5) over the heads and the ranking head, the
     learning rate constant for ``epochs`` and then decaying linearly to 0 over ``decay_epochs``;
-    the heads are clamped at 0 after every step. The trunk stays frozen (its weights are
+    the heads are clamped at 0 after every step. The heads are trained whether or not the model
+    was built with ``trainable=True``; the model is handed back as it came (heads frozen again if
+    they were frozen, now with the trained values) and in evaluation mode. A model built with
+    ``use_dropout=True`` trains with dropout before the heads (the reference trainer's setting);
+    validation scores are computed without it. The trunk stays frozen (its weights are
     :class:`~calibrax.core.FrozenWeight`, never ``nnx.Param``) unless the model was built with
     ``LPIPS(tune=True)``, the paper's "tune" variant: then the trunk's weights are trained too, by
     the same Adam with the same learning rate and schedule, as in the reference trainer (one
@@ -314,8 +326,119 @@ def train_lpips(
         if not trunk_lr > 0.0:
             raise ValueError(f"expected `trunk_lr` to be positive, got {trunk_lr}")
     model.normalize = True  # 2AFC data is in [0, 1]
+    return _train_two_afc(
+        model,
+        train_data,
+        val_data=val_data,
+        epochs=epochs,
+        decay_epochs=decay_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        beta1=beta1,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        stop_after=stop_after,
+        plot_path=plot_path,
+        progress=progress,
+        trunk_lr=trunk_lr,
+    )
+
+
+def train_dists(
+    model: DISTS,
+    train_data: DatasetProtocol,
+    *,
+    val_data: DatasetProtocol | None = None,
+    epochs: int = 5,
+    decay_epochs: int = 5,
+    batch_size: int = 50,
+    lr: float = 1e-4,
+    beta1: float = 0.5,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    plot_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train DISTS's alpha/beta on 2AFC data with the LPIPS recipe (see :func:`train_lpips`).
+
+    The same loop as :func:`train_lpips`: :math:`d_0`, :math:`d_1` from the model, a
+    :class:`RankingHead`, binary cross-entropy against the judgment, Adam with the constant then
+    linearly decaying rate, and alpha/beta clamped at 0 after every step (:meth:`DISTS.project`).
+    The VGG16 trunk is frozen. Alpha/beta are trained whether or not the model was built with
+    ``trainable=True``, and the model is handed back as it came (frozen again if it was frozen).
+    Ding et al. trained their weights with another objective; this is the 2AFC route of LPIPS,
+    for adapting DISTS to your own judgments.
+
+    Args:
+        model: The :class:`DISTS` model (trained in place).
+        train_data: 2AFC examples (``ref``, ``p0``, ``p1`` in [0, 1], ``judge``).
+        val_data: Held-out 2AFC examples: their 2AFC score joins the history every epoch.
+        epochs: Epochs at the constant learning rate.
+        decay_epochs: Epochs of linear decay after those.
+        batch_size: Examples per step.
+        lr: Initial learning rate.
+        beta1: Adam's first-moment decay.
+        seed: Seed of the ranking head and of the example order.
+        checkpoint_dir: Orbax checkpoints after every epoch, with resume.
+        resume: Continue from the latest checkpoint in ``checkpoint_dir``.
+        stop_after: Stop after this many epochs of this call (simulates an interruption).
+        plot_path: Write a PNG of loss and 2AFC score per epoch (needs matplotlib).
+        progress: Show tqdm progress bars.
+
+    Returns:
+        The history: ``epoch``, ``loss``, ``train_2afc``, ``seconds`` and (with ``val_data``)
+        ``val_2afc`` per epoch.
+
+    Raises:
+        TypeError: If ``model`` is not a :class:`DISTS`.
+        ValueError: On bad sizes (as :func:`fit`).
+    """
+    if not isinstance(model, DISTS):
+        raise TypeError(f"expected `model` to be a DISTS, got {type(model).__name__}")
+    return _train_two_afc(
+        model,
+        train_data,
+        val_data=val_data,
+        epochs=epochs,
+        decay_epochs=decay_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        beta1=beta1,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        stop_after=stop_after,
+        plot_path=plot_path,
+        progress=progress,
+        trunk_lr=None,
+    )
+
+
+def _train_two_afc(
+    model: LPIPS | DISTS,
+    train_data: DatasetProtocol,
+    *,
+    val_data: DatasetProtocol | None,
+    epochs: int,
+    decay_epochs: int,
+    batch_size: int,
+    lr: float,
+    beta1: float,
+    seed: int,
+    checkpoint_dir: str | Path | None,
+    resume: bool,
+    stop_after: int | None,
+    plot_path: str | Path | None,
+    progress: bool,
+    trunk_lr: float | None,
+) -> dict[str, list[float]]:
+    """The 2AFC training loop shared by :func:`train_lpips` and :func:`train_dists`."""
     total = epochs + decay_epochs
     steps = max(1, len(train_data) // batch_size)
+    was_trainable = model.trainable
     trainer = LPIPSTrainer(model, rngs=nnx.Rngs(seed))
     tx = optax.adam(lpips_schedule(lr, steps, epochs, decay_epochs), b1=beta1)
     if trunk_lr is not None:
@@ -325,22 +448,31 @@ def train_lpips(
     if val_data is not None:
 
         def eval_fn(t: LPIPSTrainer) -> dict[str, float]:
-            return {"val_2afc": evaluate_2afc(t.model, val_data, batch_size)}
+            t.model.eval()  # no dropout when scoring
+            try:
+                return {"val_2afc": evaluate_2afc(t.model, val_data, batch_size)}
+            finally:
+                t.model.train()
 
-    history = fit(
-        trainer,
-        _lpips_loss,
-        train_data,
-        tx=tx,
-        epochs=total,
-        batch_size=batch_size,
-        seed=seed,
-        eval_fn=eval_fn,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        stop_after=stop_after,
-        progress=progress,
-    )
+    model.train()
+    try:
+        history = fit(
+            trainer,
+            _lpips_loss,
+            train_data,
+            tx=tx,
+            epochs=total,
+            batch_size=batch_size,
+            seed=seed,
+            eval_fn=eval_fn,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            stop_after=stop_after,
+            progress=progress,
+        )
+    finally:
+        model.eval()
+        model.set_trainable(was_trainable)
     if plot_path is not None:
         plot_history(history, plot_path)
     return history

@@ -126,6 +126,26 @@ def test_efficientnet_file_matches_torch_load():
     assert all(_same(got[k], _to_numpy(v)) for k, v in want.items())
 
 
+def test_pre_0_4_legacy_files_match_torch_load():
+    # The lpips package's v0.0 heads were written by torch < 0.4: tensors are rebuilt with
+    # ``torch._utils._rebuild_tensor`` (no requires_grad/hooks) from storages saved on "cuda:0".
+    import importlib.util
+
+    spec = importlib.util.find_spec("lpips")  # located, not imported: it needs torchvision
+    if spec is None or spec.origin is None:
+        pytest.skip("the lpips package is not installed")
+    folder = os.path.join(os.path.dirname(spec.origin), "weights", "v0.0")
+    for net in ("alex", "vgg", "squeeze"):
+        path = os.path.join(folder, f"{net}.pth")
+        with open(path, "rb") as f:
+            assert b"_rebuild_tensor\n" in f.read()
+        ours = load_torch_checkpoint(path)
+        ref = torch.load(path, map_location="cpu", weights_only=True)
+        assert list(ours) == list(ref)
+        for key, value in ref.items():
+            assert _same(ours[key], _to_numpy(value)), key
+
+
 def test_allowlist_is_exactly_the_documented_names():
     storages = {
         f"torch.{n}Storage"
@@ -142,6 +162,7 @@ def test_allowlist_is_exactly_the_documented_names():
     }
     functions = {
         "collections.OrderedDict",
+        "torch._utils._rebuild_tensor",
         "torch._utils._rebuild_tensor_v2",
         "torch._utils._rebuild_tensor_v3",
         "torch._utils._rebuild_parameter",

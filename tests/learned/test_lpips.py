@@ -112,11 +112,14 @@ def test_gradient_is_finite_when_inputs_are_identical(trunk):
 
 
 def test_gradients_reach_heads_not_trunk(trunk):
-    model = _model(trunk)
+    # Heads built for training (trainable=True) are nnx.Param and get gradients; the trunk never.
+    model = _model(trunk, trainable=True)
     x, y = _imgs(0), _imgs(1)
     grads = nnx.grad(lambda m: jnp.mean(m(x, y)))(model)
     assert jax.tree.leaves(nnx.state(grads, FrozenWeight)) == []
     assert len(jax.tree.leaves(nnx.state(grads, nnx.Param))) == 3
+    # Frozen heads (the default) are not parameters: there is nothing to differentiate.
+    assert jax.tree.leaves(nnx.state(nnx.grad(lambda m: jnp.mean(m(x, y)))(_model(trunk)))) == []
 
 
 def test_projection_clamps_heads(trunk):

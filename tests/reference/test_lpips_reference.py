@@ -74,3 +74,19 @@ def test_unweighted_baseline(case):
     np.testing.assert_allclose(
         np.asarray(model(golden["x"], golden["y"])), golden["baseline"], rtol=RTOL
     )
+
+
+def test_first_release_v0_0(case):
+    # The reference's version="0.0": the packaged v0.0 heads, and the [-1, 1] images fed to the
+    # trunk without the ImageNet shift and scale. Same seeded trunks and images as above.
+    net, trunk, golden = case
+    with np.load(GOLDEN / f"lpips_{net}_v0.0.npz") as data:
+        first = dict(data)
+    model = LPIPS(net=net, trunk=trunk, version="0.0")
+    d, layers = model(golden["x"], golden["y"], per_layer=True)
+    np.testing.assert_allclose(np.asarray(d), first["distance"], rtol=RTOL)
+    np.testing.assert_allclose(
+        np.stack([np.asarray(v) for v in layers]), first["distance_layers"], rtol=RTOL
+    )
+    # Not the v0.1 numbers by another name: heads and input scaling both differ.
+    assert np.all(np.abs(first["distance"] - golden["distance"]) > 1e-3)
