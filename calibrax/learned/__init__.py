@@ -1,6 +1,9 @@
 """Tier 2: learned perceptual metrics (LPIPS), 2AFC data, training and evaluation; calibration heads."""
 
 from calibrax.learned.base import LearnedMetric
+from calibrax.learned.baselines import BASELINES
+from calibrax.learned.baselines import baseline_distance
+from calibrax.learned.baselines import rgb_to_lab
 from calibrax.learned.calibration import CalibrationKnots
 from calibrax.learned.calibration import CalibrationReport
 from calibrax.learned.calibration import DirichletCalibration
@@ -33,6 +36,7 @@ from calibrax.learned.training import plot_history
 from calibrax.learned.training import train_lpips
 
 __all__ = [
+    "BASELINES",
     "DISTORTIONS",
     "LPIPS",
     "TRUNKS",
@@ -51,6 +55,7 @@ __all__ = [
     "TemperatureScaling",
     "TwoAFCFolder",
     "VectorScaling",
+    "baseline_distance",
     "distort",
     "evaluate_2afc",
     "fit",
@@ -62,6 +67,7 @@ __all__ = [
     "plot_history",
     "ranking_loss",
     "read_heads",
+    "rgb_to_lab",
     "train_lpips",
     "two_afc_score",
 ]
