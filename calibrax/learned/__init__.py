@@ -26,6 +26,14 @@ from calibrax.learned.lpips import LPIPSMetric
 from calibrax.learned.lpips import load_official_heads
 from calibrax.learned.lpips import lpips
 from calibrax.learned.lpips import read_heads
+from calibrax.learned.payoff import TwoAFCRow
+from calibrax.learned.payoff import bootstrap_interval
+from calibrax.learned.payoff import format_payoff_table
+from calibrax.learned.payoff import gap_closed
+from calibrax.learned.payoff import pair_distances
+from calibrax.learned.payoff import payoff_table
+from calibrax.learned.payoff import per_type_2afc
+from calibrax.learned.payoff import plot_per_type
 from calibrax.learned.ranking import RankingHead
 from calibrax.learned.ranking import ranking_loss
 from calibrax.learned.training import LPIPSTrainer
@@ -54,17 +62,25 @@ __all__ = [
     "SyntheticTwoAFC",
     "TemperatureScaling",
     "TwoAFCFolder",
+    "TwoAFCRow",
     "VectorScaling",
     "baseline_distance",
+    "bootstrap_interval",
     "distort",
     "evaluate_2afc",
     "fit",
+    "format_payoff_table",
+    "gap_closed",
     "jnd_map",
     "load_official_heads",
     "lpips",
     "lpips_schedule",
     "offline_images",
+    "pair_distances",
+    "payoff_table",
+    "per_type_2afc",
     "plot_history",
+    "plot_per_type",
     "ranking_loss",
     "read_heads",
     "rgb_to_lab",
