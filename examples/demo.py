@@ -246,7 +246,7 @@ def lpips_training(out: Path, n_train: int, n_val: int, epochs: int) -> None:
         str(all(float(h.weight[...].min()) >= 0 for h in model.heads)),
     )
     kinds = val.kinds()
-    oracle = val.levels().astype(np.float64)
+    oracle = val.severities()
     plot_per_type(
         per_type_2afc(kinds, *before, judge, val.distortions),
         per_type_2afc(kinds, d0, d1, judge, val.distortions),

@@ -2,8 +2,10 @@
 
 :func:`payoff_table` scores one held-out :class:`~calibrax.learned.SyntheticTwoAFC` set with
 
-- the **oracle**: a "distance" equal to each patch's true distortion level, the best any metric
-  can do against the generator's judgment (the mean of :math:`\\max(h, 1 - h)` over pairs);
+- the **oracle**: a "distance" equal to each patch's true severity
+  (:meth:`SyntheticTwoAFC.severities`: its distortion level, or the synthetic observer's
+  severity), the best any metric can do against the generator's judgment (the mean of
+  :math:`\\max(h, 1 - h)` over pairs);
 - the **untrained** and the **trained** LPIPS heads;
 - the LPIPS paper's baselines, L2 and SSIM in Lab and RGB (:func:`baseline_distance`);
 
@@ -160,7 +162,7 @@ def payoff_table(
     can be taken before the same model is trained in place.
 
     Args:
-        dataset: Held-out synthetic 2AFC examples (their true levels give the oracle).
+        dataset: Held-out synthetic 2AFC examples (their true severities give the oracle).
         untrained: ``(d0, d1)`` of the LPIPS model before training, each shape (n,).
         trained: ``(d0, d1)`` of the same model after training.
         batch_size: Examples per baseline distance call.
@@ -174,13 +176,13 @@ def payoff_table(
 
     Raises:
         TypeError: If ``dataset`` is not a :class:`SyntheticTwoAFC` (only it knows the true
-            levels).
+            severities).
         ValueError: On distances whose length is not the dataset's, a bad ``level`` or
             ``resamples``.
     """
     if not isinstance(dataset, SyntheticTwoAFC):
         raise TypeError(
-            "expected `dataset` to be a SyntheticTwoAFC (the oracle needs the true levels), "
+            "expected `dataset` to be a SyntheticTwoAFC (the oracle needs the true severities), "
             f"got {type(dataset).__name__}"
         )
     n = len(dataset)
