@@ -8,7 +8,9 @@
    with Orbax and resumed to the same value; temperature and Dirichlet calibration heads fitted
    on half of the held-out logits, NLL/ECE before and after on the other half.
 3. LPIPS: calibration heads on the frozen EfficientNet-Lite0 trunk trained on synthetic 2AFC
-   judgments, held-out 2AFC before and after, and the training curve.
+   judgments; held-out 2AFC of the oracle (true severities), the heads before and after training and
+   the paper's L2/SSIM baselines with bootstrap intervals, the share of the gap to the oracle that
+   training closed, the training curve and 2AFC per distortion type.
 4. Metric learning: an MLP embedding of digits trained with a triplet loss and miner; held-out
    Recall@1 and MAP@R.
 
@@ -40,14 +42,20 @@ from calibrax.io import CheckpointManager  # noqa: E402
 from calibrax.learned import LPIPS  # noqa: E402
 from calibrax.learned import SyntheticTwoAFC  # noqa: E402
 from calibrax.learned import distort  # noqa: E402
-from calibrax.learned import evaluate_2afc  # noqa: E402
+from calibrax.learned import format_payoff_table  # noqa: E402
+from calibrax.learned import gap_closed  # noqa: E402
 from calibrax.learned import offline_images  # noqa: E402
+from calibrax.learned import pair_distances  # noqa: E402
+from calibrax.learned import payoff_table  # noqa: E402
+from calibrax.learned import per_type_2afc  # noqa: E402
+from calibrax.learned import plot_per_type  # noqa: E402
 from calibrax.learned import train_lpips  # noqa: E402
 from calibrax.metrics import FrechetDistance  # noqa: E402
 from calibrax.metrics import KernelDistance  # noqa: E402
 from calibrax.metrics import StreamingExpectedCalibrationError  # noqa: E402
 
 SUMMARY: list[tuple[str, str, str]] = []
+LPIPS_LR = 5e-2
 
 
 def report(section: str, name: str, value: float | str) -> None:
@@ -203,26 +211,32 @@ def calibration(out: Path, steps: int) -> None:
         _reliability_plot(out / f"reliability_{tag}.png", diagram)
 
 
-def lpips_training(out: Path, n_train: int, epochs: int) -> None:
+def lpips_training(out: Path, n_train: int, n_val: int, epochs: int) -> None:
     print("\n[3/4] LPIPS heads on the frozen EfficientNet-Lite0 trunk, synthetic 2AFC", flush=True)
-    train = SyntheticTwoAFC(n_train, patch_size=64, seed=0)
-    val = SyntheticTwoAFC(max(64, n_train // 2), patch_size=64, seed=1)
+    # The observer judge: a preference that is a function of the pixels (see calibrax.learned.data).
+    train = SyntheticTwoAFC(n_train, patch_size=64, seed=0, judge="observer")
+    val = SyntheticTwoAFC(n_val, patch_size=64, seed=1, judge="observer")
     model = LPIPS(net="efficientnet-lite0", pretrained=False)
-    before = evaluate_2afc(model, val, 32)
+    before = pair_distances(model, val, 32)[:2]  # heads of ones: the unweighted distance
     hist = train_lpips(
         model,
         train,
-        val_data=val,
         epochs=epochs,
         decay_epochs=epochs,
         batch_size=32,
         # Far above the paper's 1e-4: a few hundred synthetic examples, not ~150k judgments.
-        lr=5e-2,
+        lr=LPIPS_LR,
         plot_path=out / "lpips_training.png",
         progress=True,
     )
-    report("lpips", "held-out 2AFC, untrained heads", before)
-    report("lpips", "held-out 2AFC, trained heads", hist["val_2afc"][-1])
+    d0, d1, judge = pair_distances(model, val, 32)
+    # Held-out 2AFC side by side: the oracle (true severities), the heads before and after, and the
+    # LPIPS paper's L2/SSIM baselines, each with a seeded 95% percentile-bootstrap interval.
+    rows = payoff_table(val, untrained=before, trained=(d0, d1))
+    print(format_payoff_table(rows))
+    for row in rows:
+        report("lpips", f"2AFC {row.name}", f"{row.score:.4f} [{row.low:.4f}, {row.high:.4f}]")
+    report("lpips", "gap to the oracle closed by training", gap_closed(rows))
     report(
         "lpips", "BCE loss, first -> last epoch", f"{hist['loss'][0]:.4f} -> {hist['loss'][-1]:.4f}"
     )
@@ -230,6 +244,14 @@ def lpips_training(out: Path, n_train: int, epochs: int) -> None:
         "lpips",
         "heads non-negative",
         str(all(float(h.weight[...].min()) >= 0 for h in model.heads)),
+    )
+    kinds = val.kinds()
+    oracle = val.severities()
+    plot_per_type(
+        per_type_2afc(kinds, *before, judge, val.distortions),
+        per_type_2afc(kinds, d0, d1, judge, val.distortions),
+        out / "lpips_per_type.png",
+        oracle=per_type_2afc(kinds, oracle[:, 0], oracle[:, 1], judge, val.distortions),
     )
     model.save_heads(out / "lpips_heads", overwrite=True)
 
@@ -304,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibrax {calibrax.__version__}, jax {jax.__version__} on {jax.devices()[0].platform}")
     generative(32 if args.quick else 64, out)
     calibration(out, 60 if args.quick else 300)
-    lpips_training(out, 64 if args.quick else 384, 1 if args.quick else 2)
+    lpips_training(
+        out, 64 if args.quick else 384, 64 if args.quick else 256, 1 if args.quick else 2
+    )
     metric_learning(2 if args.quick else 20)
     print(f"\nSummary ({time.perf_counter() - t0:.0f} s):")
     width = max(len(n) for _, n, _ in SUMMARY)

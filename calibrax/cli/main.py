@@ -417,6 +417,11 @@ def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
     from calibrax.learned import LPIPS
     from calibrax.learned import SyntheticTwoAFC
     from calibrax.learned import evaluate_2afc
+    from calibrax.learned import gap_closed
+    from calibrax.learned import pair_distances
+    from calibrax.learned import payoff_table
+    from calibrax.learned import per_type_2afc
+    from calibrax.learned import plot_per_type
     from calibrax.learned import train_lpips
 
     if args.trunk_lr is not None and not args.tune:
@@ -425,10 +430,12 @@ def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
             "got --trunk-lr alone"
         )
     out = Path(args.out)
-    train = SyntheticTwoAFC(args.examples, patch_size=args.patch_size, seed=args.seed)
-    val = SyntheticTwoAFC(args.val_examples, patch_size=args.patch_size, seed=args.seed + 1)
+    kw = {"patch_size": args.patch_size, "judge": args.judge}
+    train = SyntheticTwoAFC(args.examples, seed=args.seed, **kw)
+    val = SyntheticTwoAFC(args.val_examples, seed=args.seed + 1, **kw)
     model = LPIPS(net=args.net, pretrained=False, tune=args.tune)
     baseline = evaluate_2afc(model, val, args.batch_size)
+    before = pair_distances(model, val, args.batch_size)[:2]
     history = train_lpips(
         model,
         train,
@@ -444,7 +451,21 @@ def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
         trunk_lr=args.trunk_lr,
     )
     model.save_heads(out / "heads", overwrite=True)
+    # Held-out 2AFC of the oracle, the heads before/after and the paper's L2/SSIM baselines.
+    d0, d1, judge = pair_distances(model, val, args.batch_size)
+    rows = payoff_table(val, untrained=before, trained=(d0, d1))
+    scores = {r.name: r.score for r in rows}
+    plot_per_type(
+        per_type_2afc(val.kinds(), *before, judge, val.distortions),
+        per_type_2afc(val.kinds(), d0, d1, judge, val.distortions),
+        out / "lpips_per_type.png",
+    )
     return {
+        "payoff": [r.as_dict() for r in rows],
+        # Fraction of the untrained-to-oracle gap closed by training (none if there is no gap).
+        "gap_closed": gap_closed(rows)
+        if scores["oracle (true severities)"] > scores["LPIPS untrained heads"]
+        else None,
         "net": args.net,
         "tuned": args.tune,
         "untrained_val_2afc": baseline,
@@ -453,6 +474,7 @@ def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
         "loss_last_epoch": history["loss"][-1],
         "heads": str(out / "heads"),
         "plot": str(out / "lpips_training.png"),
+        "per_type_plot": str(out / "lpips_per_type.png"),
     }
 
 
@@ -539,6 +561,12 @@ def _print_human(result: dict[str, Any]) -> None:
         return
     if "targets" in result:
         return  # the table was printed
+    if "payoff" in result:
+        from calibrax.learned import TwoAFCRow
+        from calibrax.learned import format_payoff_table
+
+        print(format_payoff_table([TwoAFCRow(**row) for row in result["payoff"]]))
+        result = {k: v for k, v in result.items() if k != "payoff"}
     for k, v in result.items():
         if v is None:
             v = "unknown"  # e.g. the sample count of a pytorch-fid file, which stores none
@@ -678,6 +706,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="the tuned trunk's initial learning rate (default: --lr, as in the reference)",
+    )
+    p.add_argument(
+        "--judge",
+        default="observer",
+        choices=("observer", "levels"),
+        help="the synthetic judgment: a synthetic observer's severities (learnable from the "
+        "pixels; needs patches of at least 32) or the distortion levels",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="lpips_run")

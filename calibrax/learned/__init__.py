@@ -1,6 +1,9 @@
 """Tier 2: learned perceptual metrics (LPIPS, DISTS), 2AFC data, training and evaluation; calibration heads."""
 
 from calibrax.learned.base import LearnedMetric
+from calibrax.learned.baselines import BASELINES
+from calibrax.learned.baselines import baseline_distance
+from calibrax.learned.baselines import rgb_to_lab
 from calibrax.learned.calibration import CalibrationKnots
 from calibrax.learned.calibration import CalibrationReport
 from calibrax.learned.calibration import DirichletCalibration
@@ -26,6 +29,14 @@ from calibrax.learned.lpips import LPIPSMetric
 from calibrax.learned.lpips import load_official_heads
 from calibrax.learned.lpips import lpips
 from calibrax.learned.lpips import read_heads
+from calibrax.learned.payoff import TwoAFCRow
+from calibrax.learned.payoff import bootstrap_interval
+from calibrax.learned.payoff import format_payoff_table
+from calibrax.learned.payoff import gap_closed
+from calibrax.learned.payoff import pair_distances
+from calibrax.learned.payoff import payoff_table
+from calibrax.learned.payoff import per_type_2afc
+from calibrax.learned.payoff import plot_per_type
 from calibrax.learned.ranking import RankingHead
 from calibrax.learned.ranking import ranking_loss
 from calibrax.learned.training import LPIPSTrainer
@@ -37,6 +48,7 @@ from calibrax.learned.training import train_dists
 from calibrax.learned.training import train_lpips
 
 __all__ = [
+    "BASELINES",
     "DISTORTIONS",
     "DISTS",
     "LPIPS",
@@ -55,20 +67,30 @@ __all__ = [
     "SyntheticTwoAFC",
     "TemperatureScaling",
     "TwoAFCFolder",
+    "TwoAFCRow",
     "VectorScaling",
+    "baseline_distance",
+    "bootstrap_interval",
     "distort",
     "dists",
     "evaluate_2afc",
     "fit",
+    "format_payoff_table",
+    "gap_closed",
     "jnd_map",
     "load_official_dists_weights",
     "load_official_heads",
     "lpips",
     "lpips_schedule",
     "offline_images",
+    "pair_distances",
+    "payoff_table",
+    "per_type_2afc",
     "plot_history",
+    "plot_per_type",
     "ranking_loss",
     "read_heads",
+    "rgb_to_lab",
     "train_dists",
     "train_lpips",
     "two_afc_score",

@@ -316,7 +316,8 @@ def test_train_lpips_tune_and_trunk_lr_reach_the_training(tmp_path, monkeypatch,
             *("train-lpips", "--tune", "--lr", "1e-2", "--trunk-lr", "1e-3"),
             *("--examples", "16", "--val-examples", "16", "--patch-size", "16"),
             *("--epochs", "1", "--decay-epochs", "0", "--batch-size", "16"),
-            *("--out", str(out), "--no-progress", "--json"),
+            # The level judge: the observer's EfficientNet-Lite0 needs patches of at least 32.
+            *("--judge", "levels", "--out", str(out), "--no-progress", "--json"),
         ]
     )
     assert code == 0

@@ -118,3 +118,44 @@ def test_bapps_2afc_and_jnd_layouts(tmp_path):
         FileNotFoundError, match=re.escape("expected a BAPPS folder with a `ref/` subfolder")
     ):
         TwoAFCFolder(tmp_path / "nothing")
+
+
+def test_observer_judgment_is_the_sigmoid_of_severity_difference(images):
+    from calibrax.learned.data import OBSERVER_TEMPERATURE
+
+    calls = []
+
+    def observer(ref, p):  # mean absolute difference: any per-pair function of the pixels
+        calls.append(len(ref))
+        return np.abs(ref - p).mean(axis=(1, 2, 3))
+
+    ds = SyntheticTwoAFC(
+        70, patch_size=16, seed=3, images=images, judge="observer", observer=observer
+    )
+    sev = ds.severities()
+    assert sev.shape == (70, 2) and calls == [64, 64, 6, 6]  # batches of 64, computed once
+    ds.severities()
+    assert len(calls) == 4
+    for i in (0, 33, 69):
+        ex = ds[i]
+        want = [np.abs(ex["ref"] - ex["p0"]).mean(), np.abs(ex["ref"] - ex["p1"]).mean()]
+        np.testing.assert_allclose(sev[i], want, rtol=1e-6)
+        expected = 1 / (1 + np.exp(-(sev[i, 0] - sev[i, 1]) / OBSERVER_TEMPERATURE))
+        assert ex["judge"] == pytest.approx(expected, abs=1e-6)
+    # The level judge's severities are the levels.
+    levels = SyntheticTwoAFC(70, patch_size=16, seed=3, images=images)
+    np.testing.assert_array_equal(levels.severities(), levels.levels())
+
+
+def test_textured_patches_and_bad_judge(images):
+    flat = [np.full((40, 50, 3), 128, np.uint8), images[0]]
+    ds = SyntheticTwoAFC(30, patch_size=16, seed=0, images=flat)
+    # Flat patches are redrawn (up to PATCH_TRIES times) until the pixel std reaches 0.1; a
+    # constant image never does, so its patches stay flat, the random one's are textured.
+    stds = np.array([ds[i]["ref"].std() for i in range(30)])
+    assert np.all((stds == 0) | (stds >= 0.1)) and np.any(stds >= 0.1)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("expected `judge` to be one of 'levels', 'observer', got 'human'"),
+    ):
+        SyntheticTwoAFC(4, patch_size=16, images=images, judge="human")
