@@ -15,6 +15,9 @@ from calibrax.backbones._zoo import build
 from calibrax.backbones._zoo import load
 from calibrax.backbones._zoo import register_backbone
 from calibrax.backbones.alexnet import AlexNet
+from calibrax.backbones.clip import CLIPVision
+from calibrax.backbones.dinov2 import DINOv2
+from calibrax.backbones.dinov2 import DINOv2Output
 from calibrax.backbones.efficientnet_lite import EfficientNetLite0
 from calibrax.backbones.efficientnet_lite import EfficientNetOutput
 from calibrax.backbones.inception import InceptionOutput
@@ -26,6 +29,9 @@ __all__ = [
     "VGG16",
     "AlexNet",
     "BackboneSpec",
+    "CLIPVision",
+    "DINOv2",
+    "DINOv2Output",
     "EfficientNetLite0",
     "EfficientNetOutput",
     "InceptionOutput",

@@ -87,18 +87,24 @@ def load(name: str, *, home: str | None = None) -> nnx.Module:
     (``efficientnet-lite0``), the file is imported into the cache automatically. For the other
     backbones the weight file must have been imported once with
     ``calibrax weights import NAME /path/to/file.pth`` (or :func:`calibrax.io.import_weights`).
+    Weights of your own imported with ``calibrax weights import NAME PATH --as ALIAS`` load as
+    ``load("ALIAS")``: the architecture of ``NAME`` with the weights of ``PATH``.
 
     Args:
-        name: Backbone name, one of :func:`backbone_names`.
+        name: Backbone name, one of :func:`backbone_names`, or an alias in the cache.
         home: Cache root; defaults to ``$CALIBRAX_HOME`` or ``~/.cache/calibrax``.
 
     Returns:
         The module, weights loaded.
 
     Raises:
-        ValueError: If ``name`` is unknown.
+        ValueError: If ``name`` is neither a backbone nor an alias in the cache.
         calibrax.io.weights.WeightsNotFoundError: If the weights are neither cached nor shipped by
             an installed package; the message names the file and the import command.
     """
+    if name not in _ZOO:
+        architecture = weights.alias_architecture(name, home)
+        if architecture is not None:
+            return weights.load_cached(get_spec(architecture), home=home, alias=name)
     spec = get_spec(name)
     return weights.load_cached(spec, home=home)

@@ -13,7 +13,7 @@ Commands::
                                 on held-out logits (.npz keys `logits`, `labels`), print NLL/ECE
                                 before and after, save the head
     calibrax weights list       known weight files, whether present, sha256, source, licence
-    calibrax weights import NAME PATH
+    calibrax weights import NAME PATH [--as ALIAS]
     calibrax bench [NAME]       run a benchmark against its performance targets
 
 Exit codes: 0 success; 1 an error in the input or the environment (a one-line message on stderr,
@@ -530,7 +530,9 @@ def cmd_weights(args: argparse.Namespace) -> dict[str, Any]:
     if args.action == "import":
         if not args.name or not args.path:
             raise CLIError("expected `calibrax weights import NAME PATH`, got a missing argument")
-        path = weights.import_weights(args.name, args.path)
+        path = weights.import_weights(args.name, args.path, alias=args.alias)
+        if args.alias is not None:
+            return {"imported": args.alias, "architecture": args.name, "cache": str(path)}
         return {"imported": args.name, "cache": str(path)}
     return {"weights": weights.weights_status()}
 
@@ -732,6 +734,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("list", "import"))
     p.add_argument("name", nargs="?")
     p.add_argument("path", nargs="?")
+    p.add_argument(
+        "--as",
+        dest="alias",
+        metavar="ALIAS",
+        help=(
+            "import your own weights (any file whose tensors fit NAME's architecture; no hash "
+            "check) under the name ALIAS, usable wherever a backbone name is (--backbone ALIAS)"
+        ),
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_weights, progress=False)

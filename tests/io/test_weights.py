@@ -44,13 +44,29 @@ def home(tmp_path_factory, shipped):
 def test_registry_entries():
     assert sorted(KNOWN_WEIGHTS) == [
         "alexnet",
+        "clip-vit-b32",
+        "clip-vit-l14",
+        "dinov2-vit-b14",
+        "dinov2-vit-g14",
+        "dinov2-vit-l14",
+        "dinov2-vit-s14",
         "efficientnet-lite0",
         "inception-v3-fid",
         "squeezenet1_1",
         "vgg16",
     ]
     for entry in KNOWN_WEIGHTS.values():
+        if entry.name.startswith("dinov2-"):
+            # The DINOv2 release publishes no hash: it is recorded on import.
+            assert entry.sha256 is None and entry.licence == "Apache-2.0", entry.name
+            assert entry.filename == entry.name.replace("-vit-", "_vit") + "_pretrain.pth"
+            continue
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256), entry.name
+        if entry.name.startswith("clip-"):
+            # clip.load's URLs are .../<sha256>/<file>.pt.
+            assert f"/{entry.sha256}/{entry.filename}" in entry.source, entry.name
+            assert entry.licence == "MIT"
+            continue
         # torch.hub names files <stem>-<first 8 hex digits of the sha256>.pth.
         prefix = re.search(r"-([0-9a-f]{8})\.pth$", entry.filename).group(1)
         assert entry.sha256.startswith(prefix), entry.name
