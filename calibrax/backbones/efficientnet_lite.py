@@ -195,6 +195,7 @@ class EfficientNetLite0(nnx.Module):
         checks.check_finite(images, "images")
         checks.check_range(images, 0.0, 1.0, "images", hint="RGB scaled to [0, 1]")
 
+    @checks.nan_if_invalid
     def forward(self, images: Float[Array, "batch h w 3"]) -> EfficientNetOutput:
         """Logits, pooled features and stage outputs of ``images``.
 

@@ -328,6 +328,7 @@ class InceptionV3FID(nnx.Module):
         checks.check_finite(images, "images")
         checks.check_range(images, 0.0, 1.0, "images", hint="RGB scaled to [0, 1]")
 
+    @checks.nan_if_invalid
     def _call_jitted(self, method: str, images: jax.Array) -> Any:
         # One compiled program even when called eagerly (op-by-op dispatch of ~95 layers would
         # compile each of them); under an outer jit this simply inlines.

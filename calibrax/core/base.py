@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from typing import Any
 from typing import ClassVar
 from typing import NamedTuple
@@ -19,7 +22,7 @@ from flax import nnx
 from calibrax.core import checks
 from calibrax.core.state import MetricState
 
-__all__ = ["Metric", "Rows", "StatefulMetric"]
+__all__ = ["Metric", "Rejected", "Rows", "StatefulMetric"]
 
 
 class Rows(NamedTuple):
@@ -140,6 +143,39 @@ def _where(path: tuple[Any, ...]) -> str:
     return "/".join(str(p) for p in path)
 
 
+class Rejected(MetricState):
+    """Rows rejected by value checks traced inside ``update`` (see :mod:`calibrax.core.checks`).
+
+    Kept by :class:`StatefulMetric` itself (``rejected_rows``: how many rows broke a rule;
+    ``rejected_rule``: the code of the first rule broken, 0 for none) and combined by its
+    lifecycle methods, never by a subclass's statistics: ``merge`` adds the counts, ``reduce``
+    sums them over the mesh axis.
+    """
+
+
+_LIFECYCLE = ("__init__", "update", "compute", "reset", "merge", "reduce")
+_running = threading.local()
+
+
+def _lifecycle(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a lifecycle method so the outermost call (not a ``super()`` chain) also keeps the
+    rejected-row state."""
+
+    @functools.wraps(method)
+    def wrapped(self: StatefulMetric, *args: Any, **kwargs: Any) -> Any:
+        running = _running.__dict__.setdefault("calls", set())
+        key = (id(self), name)
+        if key in running:
+            return method(self, *args, **kwargs)
+        running.add(key)
+        try:
+            return getattr(self, f"_rejected_{name.strip('_')}")(method, *args, **kwargs)
+        finally:
+            running.discard(key)
+
+    return wrapped
+
+
 class StatefulMetric(nnx.Module):
     """Base for streaming metrics (tiers 0-2): ``update``, ``compute``, ``reset``, ``merge``.
 
@@ -167,9 +203,72 @@ class StatefulMetric(nnx.Module):
     name: ClassVar[str]
     higher_is_better: ClassVar[bool]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _LIFECYCLE:
+            if name in cls.__dict__:
+                setattr(cls, name, _lifecycle(name, cls.__dict__[name]))
+
     def update(self, **kwargs: Any) -> None:
         """Accumulate batch statistics."""
         raise NotImplementedError
+
+    # Bad values under jit (calibrax.core.checks): the rejected-row state, kept by the outermost
+    # call of each lifecycle method.
+    def _rejected(self) -> tuple[Rejected, Rejected] | None:
+        rows = vars(self).get("rejected_rows")
+        return None if rows is None else (rows, self.rejected_rule)
+
+    def _rejected_init(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        method(self, *args, **kwargs)
+        if self._rejected() is None:
+            self.rejected_rows = Rejected(jnp.zeros((), jnp.int32))
+            self.rejected_rule = Rejected(jnp.zeros((), jnp.int32))
+
+    def _rejected_update(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with checks.collect() as scope:
+            out = method(self, *args, **kwargs)
+        state = self._rejected()
+        if scope.problems and state is not None:
+            rows, rule = state
+            n, code = scope.rejected()
+            rows[...] = rows[...] + n
+            rule[...] = jnp.where(rule[...] == 0, code, rule[...])
+        return out
+
+    def _rejected_compute(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        state = self._rejected()
+        if state is None:
+            return method(self, *args, **kwargs)
+        rows, rule = state
+        if checks.is_concrete(rows[...]):
+            n = int(rows[...])
+            if n:
+                raise ValueError(checks.jit_message(int(rule[...]), n))
+            return method(self, *args, **kwargs)
+        return checks.nan_unless(method(self, *args, **kwargs), rows[...] == 0)
+
+    def _rejected_reset(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        method(self, *args, **kwargs)
+        state = self._rejected()
+        # Real statistics that survive a reset may hold the rejected rows: so does the count.
+        if state is not None and getattr(self, "reset_real_features", True):
+            for var in state:
+                var[...] = jnp.zeros_like(var[...])
+
+    def _rejected_merge(self, method: Callable[..., Any], other: Any, *args: Any) -> None:
+        method(self, other, *args)
+        mine, theirs = self._rejected(), other._rejected()
+        if mine is not None and theirs is not None:
+            mine[0][...] = mine[0][...] + theirs[0][...]
+            mine[1][...] = jnp.where(mine[1][...] == 0, theirs[1][...], mine[1][...])
+
+    def _rejected_reduce(self, method: Callable[..., Any], axis_name: str, *args: Any) -> None:
+        method(self, axis_name, *args)
+        state = self._rejected()
+        if state is not None:
+            state[0][...] = jax.lax.psum(state[0][...], axis_name)
+            state[1][...] = jax.lax.pmax(state[1][...], axis_name)
 
     @staticmethod
     def _rows(batch: Any, mask: Any = None, sample_weight: Any = None) -> Rows | None:
@@ -194,6 +293,8 @@ class StatefulMetric(nnx.Module):
             return Rows(None, None)
         n = shape[0]
         keep = None if mask is None else checks.check_mask(mask, n)
+        if keep is not None and not checks.is_concrete(keep):
+            checks.note_rows(keep)
         weight = None if sample_weight is None else checks.check_sample_weight(sample_weight, n)
         if n == 0:
             return None
@@ -210,7 +311,11 @@ class StatefulMetric(nnx.Module):
         raise NotImplementedError
 
     def _state_variables(self) -> list[tuple[tuple[Any, ...], MetricState]]:
-        return [(path, var) for path, var in nnx.iter_graph(self) if isinstance(var, MetricState)]
+        return [
+            (path, var)
+            for path, var in nnx.iter_graph(self)
+            if isinstance(var, MetricState) and not isinstance(var, Rejected)
+        ]
 
     def reset(self) -> None:
         """Reset accumulated state for a new evaluation run (zeroes every MetricState)."""
@@ -254,3 +359,8 @@ class StatefulMetric(nnx.Module):
         """Sum the state over the named mesh axis (inside ``shard_map`` / ``pmap``)."""
         for _, var in self._state_variables():
             var[...] = jax.lax.psum(var[...], axis_name)
+
+
+for _name in _LIFECYCLE[1:]:
+    setattr(StatefulMetric, _name, _lifecycle(_name, StatefulMetric.__dict__[_name]))
+del _name

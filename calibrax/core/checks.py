@@ -1,16 +1,40 @@
-"""Shared input checkers used by every public entry point.
+"""Shared input checkers used by every public entry point, and the one rule for bad values in jit.
 
 Every message states the rule, then the values: "expected `images` to have 4 dims (batch, height,
 width, channels), got shape (32, 32, 3)". Arguments are named in backticks.
 
-Shape and dtype checks are static and always run, also under ``jax.jit``. Value checks (NaN/Inf,
-ranges, label bounds) need concrete values: they run eagerly and are skipped for tracers, because a
-jitted function cannot raise on data. Entry points that must reject bad values inside jit document
-their policy (``checkify`` or a NaN-propagating result) in their docstring.
+Shape and dtype checks are static and always run, also under ``jax.jit``.
+
+Value checks (NaN/Inf, ranges, probabilities, label bounds) raise eagerly. Under a jax
+transformation (``jax.jit``, ``nnx.jit``, ``grad``, ``vmap``) the values are tracers and a check
+cannot raise, so it records instead: each check computes, with the same predicate, which rows of
+its array break the rule and hands that to the innermost active :func:`collect` scope. The two
+kinds of entry point turn the record into a loud result:
+
+- **Pure functions** (every registered ``calibrax.functional`` function and statistic, and
+  functions decorated with :func:`nan_if_invalid`) return NaN in every floating output when any
+  row broke a rule (only in the bad rows of a per-row output), and -1 in every signed integer
+  output (a confusion matrix, which cannot hold NaN).
+- **Stateful metrics** (every :class:`~calibrax.core.StatefulMetric`) count the rejected rows in
+  their state (``rejected_rows``, next to the code of the first broken rule, ``rejected_rule``),
+  which ``merge``, ``reduce``, ``reset`` and checkpoints carry like any other state. ``compute()``
+  then raises eagerly, naming the first rule and the number of rows (``expected `images` to be in
+  [0, 1] (normalize=True expects floats in [0, 1]), got 64 rejected rows in updates traced under
+  jit (their values are not visible there)``), or returns NaN (-1 for integer outputs) when
+  ``compute`` itself is traced. Masked rows are never counted.
+
+The cost is one reduction per checked array inside the traced update (see
+``benchmarks/jit_checks.py``). Custom rules use :func:`require`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
+import zlib
+from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +56,7 @@ __all__ = [
     "check_min_samples",
     "check_ndim_in",
     "check_nonempty",
+    "check_not_probabilities",
     "check_positive_int",
     "check_probabilities",
     "check_range",
@@ -40,7 +65,15 @@ __all__ = [
     "check_same_length",
     "check_same_shape",
     "check_sample_weight",
+    "collect",
     "is_concrete",
+    "jit_message",
+    "nan_if_invalid",
+    "nan_unless",
+    "note_rows",
+    "require",
+    "rule_code",
+    "rule_of",
 ]
 
 
@@ -57,6 +90,179 @@ def _dtype(x: Any) -> np.dtype:
     # Lists and Python scalars have no dtype attribute: numpy infers one (jnp.result_type rejects
     # lists).
     return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+class Collected:
+    """The traced rule checks of one :func:`collect` scope.
+
+    Attributes:
+        problems: ``(rule, ok)`` pairs in the order the checks ran; ``ok`` is a bool array, per
+            row (shape ``(rows,)``) or a scalar for the whole input.
+        keep: The update's row mask (``None``: every row counts), set by ``StatefulMetric._rows``.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, jax.Array]] = []
+        self.keep: jax.Array | None = None
+
+    def split_ok(self) -> tuple[jax.Array, jax.Array | None]:
+        """``(ok, rows_ok)``: rules checked on the whole input, and per row of the first
+        per-row rule's length (``None`` when no rule was per row)."""
+        ok = jnp.asarray(True)
+        rows_ok = None
+        for _, flags in self.problems:
+            if flags.ndim == 1 and (rows_ok is None or flags.shape == rows_ok.shape):
+                rows_ok = flags if rows_ok is None else rows_ok & flags
+            else:
+                ok = ok & jnp.all(flags)
+        return ok, rows_ok
+
+    def rejected(self) -> tuple[jax.Array, jax.Array]:
+        """``(rows, code)``: the number of kept rows that broke a rule, and the first rule's code.
+
+        A rule checked on the whole input (or on an array of another length) rejects every kept
+        row when it fails. ``code`` is 0 when no row broke a rule.
+        """
+        if self.keep is not None:
+            keep = self.keep
+        else:
+            n = next((int(ok.shape[0]) for _, ok in self.problems if ok.ndim == 1), 1)
+            keep = jnp.ones((n,), bool)
+        bad = jnp.zeros(keep.shape, bool)
+        code = jnp.zeros((), jnp.int32)
+        for rule, ok in reversed(self.problems):
+            ok_rows = ok if ok.shape == keep.shape else jnp.broadcast_to(jnp.all(ok), keep.shape)
+            broken = ~ok_rows & keep
+            bad = bad | broken
+            code = jnp.where(jnp.any(broken), jnp.int32(rule_code(rule)), code)
+        return jnp.sum(bad, dtype=jnp.int32), code
+
+
+_scopes = threading.local()
+_RULES: dict[int, str] = {}
+
+
+def _stack() -> list[Collected]:
+    if not hasattr(_scopes, "stack"):
+        _scopes.stack = []
+    return _scopes.stack
+
+
+@contextlib.contextmanager
+def collect() -> Iterator[Collected]:
+    """Scope in which traced value checks record the rows that break their rule.
+
+    Scopes nest: when one closes, its records also go to the enclosing scope, so a pure function
+    called inside a metric's update is seen by both.
+    """
+    stack = _stack()
+    scope = Collected()
+    stack.append(scope)
+    try:
+        yield scope
+    finally:
+        stack.pop()
+        if stack:
+            stack[-1].problems.extend(scope.problems)
+
+
+def note_rows(keep: jax.Array) -> None:
+    """Tell the innermost scope which rows its update keeps (masked rows are never counted)."""
+    stack = _stack()
+    if stack and stack[-1].keep is None:
+        stack[-1].keep = keep
+
+
+def rule_code(rule: str) -> int:
+    """The positive int32 code of ``rule`` (a stable hash, the same in every process)."""
+    code = zlib.crc32(rule.encode()) & 0x7FFFFFFF
+    code = code or 1
+    _RULES.setdefault(code, rule)
+    return code
+
+
+def rule_of(code: int) -> str:
+    """The rule recorded under ``code`` (by any check traced in this process)."""
+    return _RULES.get(int(code), f"rule #{int(code)} (traced in another process)")
+
+
+def jit_message(code: int, rows: int) -> str:
+    """The error of ``compute()`` after ``rows`` rows broke the rule ``code`` under jit."""
+    return (
+        f"{rule_of(code)}, got {rows} rejected row{'s' if rows != 1 else ''} in updates traced "
+        "under jit (their values are not visible there)"
+    )
+
+
+def _sum_dtype(x: Any) -> np.dtype:
+    # At least float32 for a sum of probabilities; float64 stays float64 (strict promotion).
+    dtype = _dtype(x)
+    return dtype if dtype.itemsize >= 4 else np.dtype(np.float32)
+
+
+def _per_row(ok: jax.Array) -> jax.Array:
+    return ok if ok.ndim <= 1 else jnp.all(ok.reshape(ok.shape[0], -1), axis=1)
+
+
+def require(ok: Any, rule: str) -> None:
+    """Record a traced rule check: ``ok`` is ``True`` where the input follows ``rule``.
+
+    ``ok`` has the rows on axis 0 (reduced to one flag per row) or is a scalar. Outside a
+    :func:`collect` scope, or for a concrete ``ok``, nothing is recorded: eagerly the caller
+    raises its own, more precise error.
+    """
+    stack = _stack()
+    if not stack or is_concrete(ok):
+        return
+    stack[-1].problems.append((rule, _per_row(jnp.asarray(ok, bool))))
+
+
+def nan_unless(value: Any, ok: Any, rows_ok: Any = None) -> Any:
+    """``value`` with its floating leaves replaced by NaN where the input was not ``ok``.
+
+    Signed integer leaves (counts, a confusion matrix) get -1 instead, which no count can be.
+
+    ``ok`` is a scalar flag. With ``rows_ok`` (one flag per input row), a leaf whose leading axis
+    has that length gets NaN only in the bad rows (per-row outputs), any other leaf everywhere.
+    """
+
+    def leaf(x: Any) -> Any:
+        if not isinstance(x, (jax.Array, np.ndarray)):
+            return x
+        if jnp.issubdtype(x.dtype, jnp.signedinteger):
+            # Counts cannot hold NaN: -1 is a count no valid input gives.
+            bad = jnp.asarray(-1, x.dtype)
+        elif jnp.issubdtype(x.dtype, jnp.inexact):
+            bad = jnp.asarray(jnp.nan, x.dtype)
+        else:
+            return x
+        flag = ok
+        if rows_ok is not None:
+            if x.ndim and x.shape[0] == rows_ok.shape[0]:
+                flag = ok & rows_ok.reshape(rows_ok.shape + (1,) * (x.ndim - 1))
+            else:
+                flag = ok & jnp.all(rows_ok)
+        return jnp.where(flag, x, bad)
+
+    return jax.tree.map(leaf, value)
+
+
+def nan_if_invalid(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a pure function so that traced bad input gives NaN in every floating output.
+
+    Eagerly the function's own checks raise and nothing changes; under a transformation the
+    checks record (see the module docstring) and a broken rule turns the result into NaN.
+    """
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        with collect() as scope:
+            out = fn(*args, **kwargs)
+        if not scope.problems:
+            return out
+        return nan_unless(out, *scope.split_ok())
+
+    return guarded
 
 
 def check_rank(x: Any, ndim: int, name: str, dims: str | None = None) -> None:
@@ -128,8 +334,11 @@ def check_integer(x: Any, name: str) -> None:
 
 
 def check_finite(x: Any, name: str) -> None:
-    """Raise ``ValueError`` if concrete ``x`` holds NaN or Inf (skipped under tracing)."""
-    if not is_concrete(x) or not jnp.issubdtype(_dtype(x), jnp.inexact):
+    """Raise ``ValueError`` if concrete ``x`` holds NaN or Inf (recorded under tracing)."""
+    if not jnp.issubdtype(_dtype(x), jnp.inexact):
+        return
+    if not is_concrete(x):
+        require(jnp.isfinite(x), f"expected `{name}` to be finite")
         return
     arr = np.asarray(x)
     if not np.all(np.isfinite(arr)):
@@ -139,19 +348,21 @@ def check_finite(x: Any, name: str) -> None:
 
 
 def check_range(x: Any, low: float, high: float, name: str, *, hint: str | None = None) -> None:
-    """Raise ``ValueError`` if concrete ``x`` has values outside ``[low, high]``."""
+    """Raise ``ValueError`` if concrete ``x`` has values outside ``[low, high]``.
+
+    Under tracing the rows holding such values (NaN included) are recorded instead.
+    """
+    extra = f" ({hint})" if hint else ""
+    rule = f"expected `{name}` to be in [{low:g}, {high:g}]{extra}"
     if not is_concrete(x):
+        require((x >= low) & (x <= high), rule)
         return
     arr = np.asarray(x)
     if arr.size == 0:
         return
     lo, hi = arr.min(), arr.max()
     if lo < low or hi > high:
-        extra = f" ({hint})" if hint else ""
-        raise ValueError(
-            f"expected `{name}` to be in [{low:g}, {high:g}]{extra}, "
-            f"got values in [{float(lo):g}, {float(hi):g}]"
-        )
+        raise ValueError(f"{rule}, got values in [{float(lo):g}, {float(hi):g}]")
 
 
 def check_probabilities(x: Any, name: str, *, axis: int | None = -1, atol: float = 1e-4) -> None:
@@ -159,7 +370,14 @@ def check_probabilities(x: Any, name: str, *, axis: int | None = -1, atol: float
     check_floating(x, name)
     check_finite(x, name)
     check_range(x, 0.0, 1.0, name)
-    if axis is None or not is_concrete(x):
+    if axis is None:
+        return
+    if not is_concrete(x):
+        sums = jnp.sum(x, axis=axis, dtype=_sum_dtype(x))
+        require(
+            jnp.abs(sums - 1.0) <= atol,
+            f"expected `{name}` to sum to 1 along axis {axis} (atol {atol:g})",
+        )
         return
     sums = np.asarray(x, dtype=np.float64).sum(axis=axis)
     if sums.size and np.max(np.abs(sums - 1.0)) > atol:
@@ -168,6 +386,31 @@ def check_probabilities(x: Any, name: str, *, axis: int | None = -1, atol: float
             f"expected `{name}` to sum to 1 along axis {axis} (atol {atol:g}), "
             f"got a row summing to {worst:.6g}"
         )
+
+
+def check_not_probabilities(x: Any, name: str, *, atol: float = 1e-4) -> None:
+    """Raise ``ValueError`` if rows of ``x`` (logits expected) are probabilities instead.
+
+    A row counts as probabilities when all its values are in ``[0, 1]`` and they sum to 1 within
+    ``atol`` along the last axis: softmax output given where logits are expected (the softmax of
+    such a row is nearly uniform, which silently pulls a score towards 1). Recorded per row under
+    tracing.
+    """
+    rule = (
+        f"expected `{name}` to be logits (unnormalised log-probabilities), not probabilities "
+        "(rows in [0, 1] summing to 1); pass their logarithm"
+    )
+    if not is_concrete(x):
+        sums = jnp.sum(x, axis=-1, dtype=_sum_dtype(x))
+        in_unit = jnp.all((x >= 0) & (x <= 1), axis=-1)
+        require(~(in_unit & (jnp.abs(sums - 1.0) <= atol)), rule)
+        return
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.size == 0:
+        return
+    rows = np.all((arr >= 0) & (arr <= 1), axis=-1) & (np.abs(arr.sum(axis=-1) - 1.0) <= atol)
+    if rows.any():
+        raise ValueError(f"{rule}, got {int(rows.sum())} such rows")
 
 
 def check_nonempty(x: Any, name: str) -> None:
@@ -186,18 +429,23 @@ def check_min_samples(x: Any, minimum: int, name: str) -> None:
 
 
 def check_labels_in_range(labels: Any, num_classes: int, name: str = "labels") -> None:
-    """Raise ``ValueError`` if concrete integer ``labels`` fall outside ``[0, num_classes)``."""
+    """Raise ``ValueError`` if concrete integer ``labels`` fall outside ``[0, num_classes)``.
+
+    Under tracing the rows holding such labels are recorded instead.
+    """
+    rule = f"expected `{name}` to be in [0, {num_classes - 1}] (num_classes={num_classes})"
     if not is_concrete(labels):
+        values = jnp.asarray(labels)
+        if values.dtype == jnp.bool_:
+            values = values.astype(jnp.int32)
+        require((values >= 0) & (values < num_classes), rule)
         return
     arr = np.asarray(labels)
     if arr.size == 0:
         return
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"expected `{name}` to be in [0, {num_classes - 1}] (num_classes={num_classes}), "
-            f"got values in [{lo}, {hi}]"
-        )
+        raise ValueError(f"{rule}, got values in [{lo}, {hi}]")
 
 
 def check_positive_int(value: Any, name: str) -> None:

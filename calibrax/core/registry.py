@@ -6,14 +6,20 @@ carries its flags (``higher_is_better``, ``jit_compatible``, ``differentiable``)
 function of arrays that exercises the entry. The test suite jits every example, and
 differentiates it with respect to ``args[0]`` where the entry says it is differentiable, so the
 flags are proven rather than claimed.
+
+Registered functions and statistics are wrapped by :func:`calibrax.core.checks.nan_if_invalid`:
+traced bad values give NaN instead of a number.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 from typing import TypeVar
+
+from calibrax.core import checks
 
 __all__ = ["DOMAINS", "KINDS", "Entry", "get", "get_entry", "list_entries", "names", "register"]
 
@@ -31,6 +37,7 @@ DOMAINS = (
 )
 
 T = TypeVar("T")
+_GUARDED_KINDS = ("function", "statistic")
 
 _REGISTRY: dict[str, Entry] = {}
 
@@ -79,6 +86,9 @@ def register(
         raise ValueError(f"expected `tier` to be one of 0, 1, 2, 3, got {tier!r}")
 
     def decorate(obj: T) -> T:
+        if kind in _GUARDED_KINDS and inspect.isfunction(obj):
+            # Traced bad values give NaN, not a plausible number (calibrax.core.checks).
+            obj = checks.nan_if_invalid(obj)
         if name in _REGISTRY and _REGISTRY[name].obj is not obj:
             raise ValueError(f"expected a new registry name, got {name!r} which is already taken")
         doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()

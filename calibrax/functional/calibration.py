@@ -157,6 +157,7 @@ _BINNED_RAISES = """Raises:
             or labels are out of range."""
 
 
+@checks.nan_if_invalid
 def expected_calibration_error(
     predictions: jax.Array,
     targets: Int[Array, " batch"],
@@ -169,6 +170,7 @@ def expected_calibration_error(
     return _ece_compute(*_calibration_update(predictions, targets, n_bins, strategy))
 
 
+@checks.nan_if_invalid
 def maximum_calibration_error(
     predictions: jax.Array,
     targets: Int[Array, " batch"],
@@ -181,6 +183,7 @@ def maximum_calibration_error(
     return _mce_compute(*_calibration_update(predictions, targets, n_bins, strategy))
 
 
+@checks.nan_if_invalid
 def reliability_diagram(
     predictions: jax.Array,
     targets: Int[Array, " batch"],

@@ -131,8 +131,13 @@ def _check_average(average, choices=AVERAGES) -> None:
 
 
 def _check_two_classes_present(targets) -> None:
-    """AUROC needs positives and negatives: at least 2 distinct target classes (eager only)."""
+    """AUROC needs positives and negatives: at least 2 distinct target classes (recorded under
+    tracing)."""
     if not checks.is_concrete(targets):
+        labels = jnp.asarray(targets)
+        checks.require(
+            jnp.any(labels != labels[0]), "expected `targets` to contain at least 2 classes"
+        )
         return
     present = np.unique(np.asarray(targets))
     if present.size < 2:
@@ -386,6 +391,7 @@ def _prf_example(fn):
     return (lambda p, t: fn(p, t, num_classes=4)), _example_scores()
 
 
+@checks.nan_if_invalid
 def precision(
     predictions: jax.Array,
     targets: Int[Array, " batch"],
@@ -399,6 +405,7 @@ def precision(
     return _prf_compute(cm, "precision", average)
 
 
+@checks.nan_if_invalid
 def recall(
     predictions: jax.Array,
     targets: Int[Array, " batch"],
@@ -412,6 +419,7 @@ def recall(
     return _prf_compute(cm, "recall", average)
 
 
+@checks.nan_if_invalid
 def f1_score(
     predictions: jax.Array,
     targets: Int[Array, " batch"],

@@ -382,6 +382,7 @@ class LPIPS(LearnedMetric):
             checks.check_finite(arr, name)
             checks.check_range(arr, low, 1.0, name, hint=hint)
 
+    @checks.nan_if_invalid
     def __call__(
         self,
         x: Float[Array, "batch height width 3"],

@@ -106,6 +106,7 @@ class BaseMetricLossFunction(nnx.Module):
                 )
             check(embeddings.shape[0])
 
+    @checks.nan_if_invalid
     def __call__(
         self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any = None
     ) -> jax.Array:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 from jaxtyping import Float
 
+from calibrax.core import checks
 from calibrax.core.registry import register
 from calibrax.functional.inception_score import check_splits
 from calibrax.functional.inception_score import inception_score_from_buffer
@@ -116,7 +117,8 @@ class InceptionScore(BufferedFeatureMetric):
             **kwargs: Ignored (other metrics' inputs in ``nnx.MultiMetric``).
 
         Raises:
-            ValueError: On bad input or buffer overflow.
+            ValueError: On bad input (``logits`` rows that are probabilities included) or
+                buffer overflow.
             TypeError: On a wrong image dtype or a non-bool ``real``.
         """
         if self._check_real_flag(real):
@@ -125,7 +127,10 @@ class InceptionScore(BufferedFeatureMetric):
         if given is None:
             return
         rows, images, logits = given
-        self._append("fake", self._batch(images, logits, "logits", rows), rows.keep)
+        batch = self._batch(images, logits, "logits", rows)
+        if logits is not None:
+            checks.check_not_probabilities(rows.select(batch)[0], "logits")
+        self._append("fake", batch, rows.keep)
 
     def compute(self) -> dict[str, jax.Array]:
         """Mean and std of the Inception Score over the splits.

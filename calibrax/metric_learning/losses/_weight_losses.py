@@ -146,6 +146,7 @@ class ClassWeightLoss(nnx.Module):
         checks.check_dim(embeddings, 1, self.embedding_size, "embeddings", "embedding_size")
         checks.check_labels_in_range(labels, self.num_classes, "labels")
 
+    @checks.nan_if_invalid
     def __call__(
         self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
     ) -> Float[Array, ""]:
