@@ -8,11 +8,13 @@ from calibrax.metric_learning.distances import CosineSimilarity
 from calibrax.metric_learning.distances import DotProductSimilarity
 from calibrax.metric_learning.distances import LpDistance
 from calibrax.metric_learning.losses import ArcFaceLoss
+from calibrax.metric_learning.losses import BaseLossWrapper
 from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
 from calibrax.metric_learning.losses import CrossBatchMemory
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
+from calibrax.metric_learning.losses import GenericPairLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
 from calibrax.metric_learning.losses import MarginLoss
 from calibrax.metric_learning.losses import MultipleLosses
@@ -51,6 +53,7 @@ __all__ = [
     "ArcFaceLoss",
     "AvgNonZeroReducer",
     "BaseDistance",
+    "BaseLossWrapper",
     "BaseMetricLossFunction",
     "BaseMiner",
     "BaseReducer",
@@ -64,6 +67,7 @@ __all__ = [
     "CrossBatchMemory",
     "DotProductSimilarity",
     "GeneralizedLiftedStructureLoss",
+    "GenericPairLoss",
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",

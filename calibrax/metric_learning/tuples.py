@@ -430,10 +430,13 @@ def triplet_mask(
     return indices_tuple
 
 
-def element_weights(indices_tuple: Any, batch: int, dtype: Any) -> jax.Array:
+def element_weights(
+    indices_tuple: Any, batch: int, dtype: Any, *, anchors_only: bool = False
+) -> jax.Array:
     """(B,) per-sample weights of a selection, as pytorch-metric-learning's
     ``convert_to_weights``: how many times each embedding appears in the selected pairs or
-    triplets (any role), divided by the largest count; all ones when nothing is selected (or
+    triplets (any role; only as an anchor with ``anchors_only``, pytorch-metric-learning's
+    ``using_ref``), divided by the largest count; all ones when nothing is selected (or
     ``indices_tuple`` is None). Used by the class-weight losses, whose reference set is the batch.
     """
     if indices_tuple is None:
@@ -441,19 +444,19 @@ def element_weights(indices_tuple: Any, batch: int, dtype: Any) -> jax.Array:
     if isinstance(indices_tuple, TripletList):
         valid = indices_tuple.valid.astype(jnp.int32)
         a, p, n = indices_tuple.safe()
-        counts = jnp.zeros((batch,), jnp.int32)
-        counts = counts.at[a].add(valid).at[p].add(valid).at[n].add(valid)
+        counts = jnp.zeros((batch,), jnp.int32).at[a].add(valid)
+        if not anchors_only:
+            counts = counts.at[p].add(valid).at[n].add(valid)
     elif isinstance(indices_tuple, PairMask):
         pos, neg = indices_tuple.pair_counts()
-        counts = (
-            jnp.sum(pos, axis=1)
-            + jnp.sum(pos, axis=0)
-            + jnp.sum(neg, axis=1)
-            + jnp.sum(neg, axis=0)
-        )
+        counts = jnp.sum(pos, axis=1) + jnp.sum(neg, axis=1)
+        if not anchors_only:
+            counts = counts + jnp.sum(pos, axis=0) + jnp.sum(neg, axis=0)
     else:
         pos, neg = indices_tuple.pair_counts()
-        counts = jnp.sum(pos, axis=1) + jnp.sum(pos, axis=0) + jnp.sum(neg, axis=0)
+        counts = jnp.sum(pos, axis=1)
+        if not anchors_only:
+            counts = counts + jnp.sum(pos, axis=0) + jnp.sum(neg, axis=0)
     top = jnp.max(counts)
     weights = counts.astype(dtype) / jnp.maximum(top, 1).astype(dtype)
     return jnp.where(top > 0, weights, jnp.ones_like(weights))

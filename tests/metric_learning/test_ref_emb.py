@@ -357,3 +357,50 @@ def test_padding_only_tuple_gives_zero_under_jit():
         value, grad = f(EMB)
         assert float(value) == 0.0
         assert np.all(np.asarray(grad) == 0)
+
+
+CLASS_WEIGHT = {
+    "ArcFaceLoss": ("W", {}),
+    "CosFaceLoss": ("W", {}),
+    "SubCenterArcFaceLoss": ("W", {}),
+    "NormalizedSoftmaxLoss": ("W", {}),
+    "ProxyNCALoss": ("proxies", {}),
+    "ProxyAnchorLoss": ("proxies", {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLASS_WEIGHT))
+def test_class_weight_losses_weight_samples_by_the_indices_tuple_as_pml(name):
+    # pytorch-metric-learning's convert_to_weights: each sample's loss is weighted by how often
+    # it appears in the tuple, over the largest count (ProxyAnchor adds weight - 1 to the
+    # exponents). A miner's triplet mask and a padded (a, p, n) tuple, float64 weights.
+    from flax import nnx
+
+    attr, _ = CLASS_WEIGHT[name]
+    ours = getattr(C, name)(4, 5, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    theirs = getattr(L, name)(num_classes=4, embedding_size=5)
+    getattr(theirs, attr).data = torch.tensor(np.asarray(getattr(ours, attr)[...]))
+    rng = np.random.default_rng(4)
+    emb, lab = rng.normal(size=(10, 5)), rng.integers(0, 4, 10)
+    x, y = jnp.asarray(emb), jnp.asarray(lab, jnp.int32)
+    mined = C.TripletMarginMiner(margin=0.3)(x, y)
+    a, p, n = mined.to_indices()
+    tup = _padded((a[:7], p[:7], n[:7]), 12)
+    cases = {
+        "miner": (mined, tuple(torch.tensor(v) for v in (a, p, n))),
+        "padded_tuple": (tup, tuple(torch.tensor(v[:7]) for v in (a, p, n))),
+        "pairs": (
+            _padded((a[:5], p[:5], a[5:9], n[5:9]), 12),
+            tuple(torch.tensor(v) for v in (a[:5], p[:5], a[5:9], n[5:9])),
+        ),
+    }
+    for case, (ours_idx, their_idx) in cases.items():
+        value, grad = jax.value_and_grad(lambda e, i=ours_idx: ours(e, y, i))(x)
+        t = torch.tensor(emb, requires_grad=True)
+        expected = theirs(t, torch.tensor(lab), their_idx)
+        expected.backward()
+        msg = f"{name} {case}"
+        np.testing.assert_allclose(float(value), float(expected.detach()), rtol=RTOL, err_msg=msg)
+        np.testing.assert_allclose(
+            np.asarray(grad), t.grad.numpy(), rtol=RTOL, atol=ATOL, err_msg=msg
+        )

@@ -1,7 +1,9 @@
 """Metric-learning losses: ``loss(embeddings, labels) -> scalar``, jit-compiled and
 differentiable."""
 
+from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses.arcface import ArcFaceLoss
+from calibrax.metric_learning.losses.base_loss_wrapper import BaseLossWrapper
 from calibrax.metric_learning.losses.circle import CircleLoss
 from calibrax.metric_learning.losses.contrastive import ContrastiveLoss
 from calibrax.metric_learning.losses.cosface import CosFaceLoss
@@ -25,11 +27,13 @@ from calibrax.metric_learning.losses.triplet_margin import TripletMarginLoss
 
 __all__ = [
     "ArcFaceLoss",
+    "BaseLossWrapper",
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
     "CrossBatchMemory",
     "GeneralizedLiftedStructureLoss",
+    "GenericPairLoss",
     "LiftedStructureLoss",
     "MarginLoss",
     "MultiSimilarityLoss",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -110,6 +111,9 @@ class ClassWeightLoss(nnx.Module):
     outside ``[0, num_classes)`` then returns NaN rather than a wrong number, and NaN embeddings
     propagate to a NaN loss.
     """
+
+    # pytorch-metric-learning's ProxyNCA counts only the anchors of the tuple (``using_ref``).
+    miner_weights_anchors_only: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -228,7 +232,9 @@ class ClassWeightLoss(nnx.Module):
             embeddings, labels, indices_tuple, ref_emb, ref_labels
         )
         dtype = compute_dtype(embeddings)
-        weights = element_weights(indices, embeddings.shape[0], dtype)
+        weights = element_weights(
+            indices, embeddings.shape[0], dtype, anchors_only=self.miner_weights_anchors_only
+        )
         loss = self._loss(embeddings.astype(dtype), labels, weights)
         loss = add_regularization(
             loss, self.weight_regularizer, self.weight_reg_weight, self.class_weights()

@@ -16,6 +16,7 @@ from calibrax.core import checks
 from calibrax.core.registry import register
 from calibrax.metric_learning.base import BaseMetricLossFunction
 from calibrax.metric_learning.base import prepare_inputs
+from calibrax.metric_learning.losses.base_loss_wrapper import BaseLossWrapper
 from calibrax.metric_learning.tuples import PairMask
 from calibrax.metric_learning.tuples import Reference
 from calibrax.metric_learning.tuples import TripletMask
@@ -88,7 +89,7 @@ def _cbm_example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
     differentiable=True,
     example=_cbm_example,
 )
-class CrossBatchMemory(nnx.Module):
+class CrossBatchMemory(BaseLossWrapper):
     r"""Cross-batch memory (Wang et al. 2020), as pytorch-metric-learning 2.9's.
 
     Keeps the last ``memory_size`` embeddings and labels in a ring buffer (NNX state: the
@@ -144,9 +145,9 @@ class CrossBatchMemory(nnx.Module):
         *,
         dtype: Any = jnp.float32,
     ) -> None:
-        name = type(loss).__name__
-        if name not in SUPPORTED_LOSSES or not getattr(loss, "supports_ref", False):
-            raise ValueError(f"CrossBatchMemory not supported for {name}")
+        super().__init__(loss)
+        if not getattr(loss, "supports_ref", False):
+            raise ValueError(f"CrossBatchMemory not supported for {type(loss).__name__}")
         if miner is not None and not getattr(miner, "supports_ref", False):
             raise ValueError(
                 f"CrossBatchMemory needs a miner that accepts ref_emb, got {type(miner).__name__}"
@@ -164,6 +165,11 @@ class CrossBatchMemory(nnx.Module):
         self.label_memory = MemoryLabels(jnp.zeros((self.memory_size,), jnp.int32))
         self.queue_idx = MemoryIndex(jnp.zeros((), jnp.int32))
         self.has_been_filled = MemoryFilled(jnp.zeros((), bool))
+
+    @staticmethod
+    def supported_losses() -> tuple[str, ...]:
+        """pytorch-metric-learning 2.9's list (the losses that accept a reference set)."""
+        return SUPPORTED_LOSSES
 
     def reset_queue(self) -> None:
         """Empty the memory (zeros, index 0, not filled)."""

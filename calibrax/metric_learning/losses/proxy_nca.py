@@ -75,6 +75,8 @@ class ProxyNCALoss(ClassWeightLoss):
         arXiv:1703.07464.
     """
 
+    miner_weights_anchors_only = True
+
     def class_weights(self) -> jax.Array:
         """The proxies, (num_classes, embedding_size)."""
         return self.proxies[...]

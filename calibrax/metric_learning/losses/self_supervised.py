@@ -6,13 +6,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 from jaxtyping import Array
 from jaxtyping import Float
 
 from calibrax.core import checks
 from calibrax.core.registry import register
 from calibrax.metric_learning.base import BaseMetricLossFunction
+from calibrax.metric_learning.losses.base_loss_wrapper import BaseLossWrapper
 
 __all__ = ["SelfSupervisedLoss"]
 
@@ -55,7 +55,7 @@ def _ssl_example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
     differentiable=True,
     example=_ssl_example,
 )
-class SelfSupervisedLoss(nnx.Module):
+class SelfSupervisedLoss(BaseLossWrapper):
     """Wraps a loss for self-supervised training, as pytorch-metric-learning 2.9's.
 
     ``loss_fn(embeddings, ref_emb)``: row ``i`` of ``ref_emb`` is an augmented view of row ``i``
@@ -75,13 +75,17 @@ class SelfSupervisedLoss(nnx.Module):
     """
 
     def __init__(self, loss: BaseMetricLossFunction, symmetric: bool = True) -> None:
+        super().__init__(loss)
         name = type(loss).__name__
-        if name not in SUPPORTED_LOSSES:
-            raise ValueError(f"SelfSupervisedLoss not supported for {name}")
         if not symmetric and not getattr(loss, "supports_ref", False):
             raise ValueError(f"SelfSupervisedLoss(symmetric=False) needs ref_emb support in {name}")
         self.loss = loss
         self.symmetric = bool(symmetric)
+
+    @staticmethod
+    def supported_losses() -> tuple[str, ...]:
+        """pytorch-metric-learning 2.9's list."""
+        return SUPPORTED_LOSSES
 
     def __call__(
         self, embeddings: Float[Array, "batch dim"], ref_emb: Float[Array, "batch dim"]
