@@ -28,7 +28,16 @@ Prints a markdown table, then one JSON line per row with ``benchmark``, ``ours_s
 smaller), and ``ours_cpu_s``, ``reference_cpu_s``, ``cpu_ratio`` (CPU time). On a loaded machine
 the CPU-time ratio is the steadier of the two.
 
-Usage: ``python benchmarks/losses.py [--quick] [--runs N] [--cpu K] [--losses NAME ...]``.
+``--cbm`` adds CrossBatchMemory rows: one training step of ``CrossBatchMemory(loss,
+memory_size=8192)`` (enqueue the batch, the loss of the batch against the whole filled memory, its
+gradient w.r.t. the batch), after 40 warm-up steps that fill the memory, for the losses whose PML
+side fits in memory at this size (pair- and mask-based ones: Contrastive, SupCon,
+MultiSimilarity; PML's triplet and NTXent conversions build (pairs x pairs) arrays of tens of
+GiB). Ours is the functional form a training loop jits: ``nnx.split`` once, then a
+``jax.jit``-compiled ``(state, x, y) -> (loss, grad, new state)``.
+
+Usage: ``python benchmarks/losses.py [--quick] [--runs N] [--cpu K] [--losses NAME ...]
+[--cbm] [--cbm-only]``.
 """
 
 from __future__ import annotations
@@ -173,6 +182,68 @@ def time_pair(name: str, batch: int, runs: int) -> dict[str, float | None]:
     }
 
 
+CBM_LOSSES = ["ContrastiveLoss", "SupConLoss", "MultiSimilarityLoss"]
+CBM_MEMORY = 8192
+
+
+def cbm_batches(batch: int, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``steps`` batches, 4 samples per class, the classes moving on by B / 4 each step (out of
+    2048), so the memory holds several batches' worth of each label."""
+    out = []
+    for step in range(steps):
+        emb, _ = inputs(batch, seed=step)
+        labels = ((np.arange(batch) // PER_CLASS + step * (batch // PER_CLASS)) % 2048).astype(
+            np.int32
+        )
+        out.append((emb, labels))
+    return out
+
+
+def time_cbm(name: str, batch: int, runs: int) -> dict[str, float | None]:
+    """Median wall and CPU seconds of one CrossBatchMemory training step, ours and PML's, with a
+    filled memory of CBM_MEMORY slots."""
+    import torch
+    from flax import nnx
+    from pytorch_metric_learning import losses as pml
+
+    torch.set_num_threads(1)
+    warm = cbm_batches(batch, CBM_MEMORY // batch + 8)
+    memory = C.CrossBatchMemory(getattr(C, name)(), DIM, CBM_MEMORY)
+    graphdef, state = nnx.split(memory)
+
+    @jax.jit
+    def step(state, x, y):
+        module = nnx.merge(graphdef, state)
+        loss, grad = nnx.value_and_grad(lambda x, m: m(x, y))(x, module)
+        return loss, grad, nnx.state(module)
+
+    theirs = pml.CrossBatchMemory(getattr(pml, name)(), DIM, memory_size=CBM_MEMORY)
+    for emb, labels in warm:
+        _, _, state = step(state, jnp.asarray(emb), jnp.asarray(labels))
+        theirs(torch.from_numpy(emb), torch.from_numpy(labels.astype(np.int64)))
+    emb, labels = warm[-1]
+    x, y = jnp.asarray(emb), jnp.asarray(labels)
+    tl = torch.from_numpy(labels.astype(np.int64))
+    holder = {"state": state}
+
+    def run_ours():
+        loss, grad, holder["state"] = step(holder["state"], x, y)
+        jax.block_until_ready((loss, grad))
+
+    def run_theirs():
+        te = torch.from_numpy(emb).requires_grad_(True)
+        theirs(te, tl).backward()
+        return te.grad
+
+    (ours_s, ours_cpu), (ref_s, ref_cpu) = interleaved_medians([run_ours, run_theirs], runs)
+    return {
+        "ours_s": ours_s,
+        "ours_cpu_s": ours_cpu,
+        "reference_s": ref_s,
+        "reference_cpu_s": ref_cpu,
+    }
+
+
 def memory_pair(batch: int) -> tuple[int, int]:
     emb, labels = inputs(batch)
     loss = C.TripletMarginLoss()
@@ -205,7 +276,11 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES, metavar="NAME")
     parser.add_argument("--batches", nargs="+", type=int, default=None, help="default 256 1024")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory comparison")
+    parser.add_argument("--cbm", action="store_true", help="add the CrossBatchMemory rows")
+    parser.add_argument("--cbm-only", action="store_true", help="only the CrossBatchMemory rows")
     args = parser.parse_args()
+    if args.cbm_only:
+        args.cbm, args.losses, args.no_memory = True, [], True
     pin_to_one_core(args.cpu)
     batches = args.batches or ((256,) if args.quick else (256, 1024))
     mem_batch = 1024 if args.quick else 2048
@@ -237,6 +312,29 @@ def main() -> None:
                 ]
             cols = [name, str(batch), ours_cols[0], *ref_cols[:2], ours_cols[1], *ref_cols[2:]]
             print("| " + " | ".join(cols) + " |", flush=True)
+    if args.cbm:
+        for batch in batches:
+            for name in CBM_LOSSES:
+                t = time_cbm(name, batch, args.runs)
+                row = {
+                    "benchmark": f"CrossBatchMemory({name}) memory={CBM_MEMORY} fwd+bwd "
+                    f"B={batch} d={DIM}",
+                    **t,
+                    "ratio": ratio(t["reference_s"], t["ours_s"]),
+                    "cpu_ratio": ratio(t["reference_cpu_s"], t["ours_cpu_s"]),
+                }
+                rows.append(row)
+                cols = [
+                    f"CrossBatchMemory({name}, {CBM_MEMORY})",
+                    str(batch),
+                    f"{1e3 * t['ours_s']:.2f}",
+                    f"{1e3 * t['reference_s']:.2f}",
+                    f"{row['ratio']:.2f}",
+                    f"{1e3 * t['ours_cpu_s']:.2f}",
+                    f"{1e3 * t['reference_cpu_s']:.2f}",
+                    f"{row['cpu_ratio']:.2f}",
+                ]
+                print("| " + " | ".join(cols) + " |", flush=True)
     if not args.no_memory:
         ours_b, ref_b = memory_pair(mem_batch)
         print()

@@ -12,12 +12,15 @@ from calibrax.metric_learning.distances import LpDistance
 from calibrax.metric_learning.distances import SNRDistance
 from calibrax.metric_learning.losses import AngularLoss
 from calibrax.metric_learning.losses import ArcFaceLoss
+from calibrax.metric_learning.losses import BaseLossWrapper
 from calibrax.metric_learning.losses import CircleLoss
 from calibrax.metric_learning.losses import ContrastiveLoss
 from calibrax.metric_learning.losses import CosFaceLoss
+from calibrax.metric_learning.losses import CrossBatchMemory
 from calibrax.metric_learning.losses import DynamicSoftMarginLoss
 from calibrax.metric_learning.losses import FastAPLoss
 from calibrax.metric_learning.losses import GeneralizedLiftedStructureLoss
+from calibrax.metric_learning.losses import GenericPairLoss
 from calibrax.metric_learning.losses import HistogramLoss
 from calibrax.metric_learning.losses import InstanceLoss
 from calibrax.metric_learning.losses import IntraPairVarianceLoss
@@ -25,6 +28,7 @@ from calibrax.metric_learning.losses import LargeMarginSoftmaxLoss
 from calibrax.metric_learning.losses import LiftedStructureLoss
 from calibrax.metric_learning.losses import ManifoldLoss
 from calibrax.metric_learning.losses import MarginLoss
+from calibrax.metric_learning.losses import MultipleLosses
 from calibrax.metric_learning.losses import MultiSimilarityLoss
 from calibrax.metric_learning.losses import NCALoss
 from calibrax.metric_learning.losses import NormalizedSoftmaxLoss
@@ -35,6 +39,7 @@ from calibrax.metric_learning.losses import PNPLoss
 from calibrax.metric_learning.losses import ProxyAnchorLoss
 from calibrax.metric_learning.losses import ProxyNCALoss
 from calibrax.metric_learning.losses import RankedListLoss
+from calibrax.metric_learning.losses import SelfSupervisedLoss
 from calibrax.metric_learning.losses import SignalToNoiseRatioContrastiveLoss
 from calibrax.metric_learning.losses import SmoothAPLoss
 from calibrax.metric_learning.losses import SoftTripleLoss
@@ -66,8 +71,16 @@ from calibrax.metric_learning.reducers import MultipleReducers
 from calibrax.metric_learning.reducers import PerAnchorReducer
 from calibrax.metric_learning.reducers import SumReducer
 from calibrax.metric_learning.reducers import ThresholdReducer
+from calibrax.metric_learning.regularizers import BaseRegularizer
+from calibrax.metric_learning.regularizers import CenterInvariantRegularizer
+from calibrax.metric_learning.regularizers import LpRegularizer
+from calibrax.metric_learning.regularizers import RegularFaceRegularizer
+from calibrax.metric_learning.regularizers import SparseCentersRegularizer
+from calibrax.metric_learning.regularizers import ZeroMeanRegularizer
 from calibrax.metric_learning.samplers import MPerClassSampler
 from calibrax.metric_learning.tuples import PairMask
+from calibrax.metric_learning.tuples import Reference
+from calibrax.metric_learning.tuples import TripletList
 from calibrax.metric_learning.tuples import TripletMask
 
 __all__ = [
@@ -77,17 +90,21 @@ __all__ = [
     "ArcFaceLoss",
     "AvgNonZeroReducer",
     "BaseDistance",
+    "BaseLossWrapper",
     "BaseMetricLossFunction",
     "BaseMiner",
     "BaseReducer",
+    "BaseRegularizer",
     "BatchEasyHardMiner",
     "BatchHardMiner",
     "BatchedDistance",
+    "CenterInvariantRegularizer",
     "CircleLoss",
     "ClassWeightedReducer",
     "ContrastiveLoss",
     "CosFaceLoss",
     "CosineSimilarity",
+    "CrossBatchMemory",
     "DistanceWeightedMiner",
     "DivisorReducer",
     "DoNothingReducer",
@@ -96,6 +113,7 @@ __all__ = [
     "EmbeddingsAlreadyPackagedAsTriplets",
     "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
+    "GenericPairLoss",
     "HDCMiner",
     "HistogramLoss",
     "InstanceLoss",
@@ -104,12 +122,14 @@ __all__ = [
     "LiftedStructureLoss",
     "LossTerm",
     "LpDistance",
+    "LpRegularizer",
     "MPerClassSampler",
     "ManifoldLoss",
     "MarginLoss",
     "MeanReducer",
     "MultiSimilarityLoss",
     "MultiSimilarityMiner",
+    "MultipleLosses",
     "MultipleReducers",
     "NCALoss",
     "NPairsLoss",
@@ -123,21 +143,27 @@ __all__ = [
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "RankedListLoss",
+    "Reference",
+    "RegularFaceRegularizer",
     "SNRDistance",
+    "SelfSupervisedLoss",
     "SignalToNoiseRatioContrastiveLoss",
     "SmoothAPLoss",
     "SoftTripleLoss",
+    "SparseCentersRegularizer",
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SumReducer",
     "SupConLoss",
     "ThresholdConsistentMarginLoss",
     "ThresholdReducer",
+    "TripletList",
     "TripletMarginLoss",
     "TripletMarginMiner",
     "TripletMask",
     "TupletMarginLoss",
     "UniformHistogramMiner",
     "VICRegLoss",
+    "ZeroMeanRegularizer",
     "validate_embeddings_and_labels",
 ]

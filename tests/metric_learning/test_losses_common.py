@@ -93,7 +93,9 @@ def test_bad_input_messages(name):
         loss(EMB[:0], LABELS[:0])
     with pytest.raises(
         ValueError,
-        match=re.escape("expected `indices_tuple.pos` to have shape (10, 10) (batch, batch)"),
+        match=re.escape(
+            "expected `indices_tuple.pos` to have shape (10, 10) (batch, reference size), got shape (9, 9)"
+        ),
     ):
         loss(EMB, LABELS, C.PairMask(pos=jnp.zeros((9, 9), jnp.int32), neg=jnp.zeros((9, 9))))
 

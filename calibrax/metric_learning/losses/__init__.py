@@ -1,11 +1,14 @@
 """Metric-learning losses: ``loss(embeddings, labels) -> scalar``, jit-compiled and
 differentiable."""
 
+from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses.angular import AngularLoss
 from calibrax.metric_learning.losses.arcface import ArcFaceLoss
+from calibrax.metric_learning.losses.base_loss_wrapper import BaseLossWrapper
 from calibrax.metric_learning.losses.circle import CircleLoss
 from calibrax.metric_learning.losses.contrastive import ContrastiveLoss
 from calibrax.metric_learning.losses.cosface import CosFaceLoss
+from calibrax.metric_learning.losses.cross_batch_memory import CrossBatchMemory
 from calibrax.metric_learning.losses.dynamic_soft_margin import DynamicSoftMarginLoss
 from calibrax.metric_learning.losses.fast_ap import FastAPLoss
 from calibrax.metric_learning.losses.generalized_lifted_structure import (
@@ -19,6 +22,7 @@ from calibrax.metric_learning.losses.lifted_structure import LiftedStructureLoss
 from calibrax.metric_learning.losses.manifold import ManifoldLoss
 from calibrax.metric_learning.losses.margin import MarginLoss
 from calibrax.metric_learning.losses.multi_similarity import MultiSimilarityLoss
+from calibrax.metric_learning.losses.multiple_losses import MultipleLosses
 from calibrax.metric_learning.losses.n_pairs import NPairsLoss
 from calibrax.metric_learning.losses.nca import NCALoss
 from calibrax.metric_learning.losses.normalized_softmax import NormalizedSoftmaxLoss
@@ -28,6 +32,7 @@ from calibrax.metric_learning.losses.pnp import PNPLoss
 from calibrax.metric_learning.losses.proxy_anchor import ProxyAnchorLoss
 from calibrax.metric_learning.losses.proxy_nca import ProxyNCALoss
 from calibrax.metric_learning.losses.ranked_list import RankedListLoss
+from calibrax.metric_learning.losses.self_supervised import SelfSupervisedLoss
 from calibrax.metric_learning.losses.signal_to_noise_ratio_contrastive import (
     SignalToNoiseRatioContrastiveLoss,
 )
@@ -46,12 +51,15 @@ from calibrax.metric_learning.losses.vicreg import VICRegLoss
 __all__ = [
     "AngularLoss",
     "ArcFaceLoss",
+    "BaseLossWrapper",
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "CrossBatchMemory",
     "DynamicSoftMarginLoss",
     "FastAPLoss",
     "GeneralizedLiftedStructureLoss",
+    "GenericPairLoss",
     "HistogramLoss",
     "InstanceLoss",
     "IntraPairVarianceLoss",
@@ -60,6 +68,7 @@ __all__ = [
     "ManifoldLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
+    "MultipleLosses",
     "NCALoss",
     "NPairsLoss",
     "NTXentLoss",
@@ -69,6 +78,7 @@ __all__ = [
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "RankedListLoss",
+    "SelfSupervisedLoss",
     "SignalToNoiseRatioContrastiveLoss",
     "SmoothAPLoss",
     "SoftTripleLoss",

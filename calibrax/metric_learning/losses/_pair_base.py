@@ -14,6 +14,7 @@ from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
 from calibrax.metric_learning.reducers.base_reducer import BaseReducer
 from calibrax.metric_learning.reducers.base_reducer import accumulation_dtype
+from calibrax.metric_learning.tuples import Reference
 from calibrax.metric_learning.tuples import all_pairs
 from calibrax.metric_learning.tuples import pair_weights
 
@@ -53,8 +54,19 @@ def torch_softplus(x: jax.Array) -> jax.Array:
 class DistanceLoss(BaseMetricLossFunction):
     """A loss built on a pairwise distance matrix: holds ``distance`` and ``reducer``."""
 
-    def __init__(self, *, distance: BaseDistance | None = None, reducer: Any = None) -> None:
-        super().__init__(reducer=reducer)
+    def __init__(
+        self,
+        *,
+        distance: BaseDistance | None = None,
+        reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
+    ) -> None:
+        super().__init__(
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.distance = distance if distance is not None else self.default_distance()
 
     def default_distance(self) -> BaseDistance:
@@ -82,6 +94,8 @@ class GenericPairLoss(DistanceLoss):
     """
 
     mirror: ClassVar[bool] = True
+    supports_ref: ClassVar[bool] = True
+    requires_labels: ClassVar[bool] = False
 
     def pairs(
         self,
@@ -90,13 +104,24 @@ class GenericPairLoss(DistanceLoss):
         indices_tuple: Any,
         *,
         symmetric: bool = False,
+        ref: Reference | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """``(mat, pos_weights, neg_weights)``: (B, B) each, in the working dtype.
+        """``(mat, pos_weights, neg_weights)``: (B, M) each, in the working dtype.
 
-        With ``symmetric`` (only for all pairs, and only when the caller's gradient w.r.t.
-        ``mat`` is symmetric) the matrix comes from ``self_matrix_symmetric_grad``.
+        With ``symmetric`` (only for all pairs of the batch with itself, and only when the
+        caller's gradient w.r.t. ``mat`` is symmetric) the matrix comes from
+        ``self_matrix_symmetric_grad``. With a reference set ``ref`` the matrix is between the
+        batch (rows) and ``ref.embeddings`` (columns), and all pairs are every same-label
+        (positive) and different-label (negative) pair, ``(i, i)`` included.
         """
         emb = working(embeddings)
+        if ref is not None:
+            mat = self.distance(emb, working(ref.embeddings).astype(emb.dtype))
+            pos, neg = pair_weights(indices_tuple, labels, ref)
+            enough = (jnp.sum(pos) > 1) | (jnp.sum(neg) > 1)
+            pos = jnp.where(enough, pos, 0).astype(mat.dtype)
+            neg = jnp.where(enough, neg, 0).astype(mat.dtype)
+            return mat, pos, neg
         if symmetric and indices_tuple is None:
             mat = self.distance.self_matrix_symmetric_grad(emb)
         else:
@@ -122,24 +147,32 @@ class GenericPairLoss(DistanceLoss):
     def pair_terms(
         self, mat: jax.Array, pos: jax.Array, neg: jax.Array, axis: int
     ) -> dict[str, LossTerm]:
-        """The loss terms from the (B, B) matrix and pair weights, anchors along ``1 - axis``:
+        """The loss terms from the (B, M) matrix and pair weights, anchors along ``1 - axis``:
         ``axis=1`` reduces each anchor's row, ``axis=0`` is the mirror image (each anchor's
-        column), used only with symmetric ``mat``, ``pos`` and ``neg``."""
+        column), used only with symmetric ``mat``, ``pos`` and ``neg`` (the batch as its own
+        reference set, all pairs). With a reference set, rows are the batch and columns
+        ``ref_emb``."""
         raise NotImplementedError
 
     def compute_loss(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, reducer: Any
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        reducer: Any,
+        ref: Reference | None = None,
     ) -> jax.Array:
-        """As :meth:`BaseMetricLossFunction.compute_loss`; over all pairs, losses whose pair values
-        are elementwise in the matrix (``mirror = False``) are evaluated on the upper block
-        triangle only (:meth:`_upper_block_loss`)."""
+        """As :meth:`BaseMetricLossFunction.compute_loss`; over all pairs of the batch with itself,
+        losses whose pair values are elementwise in the matrix (``mirror = False``) are evaluated
+        on the upper block triangle only (:meth:`_upper_block_loss`)."""
         batch = embeddings.shape[0]
-        if indices_tuple is None and getattr(reducer, "anchor_weighted", False):
+        if ref is None and indices_tuple is None and getattr(reducer, "anchor_weighted", False):
             # Per-anchor weights (ClassWeightedReducer, PerAnchorReducer) make the gradient w.r.t.
             # the matrix asymmetric: all pairs as an explicit mask, without the symmetric paths.
             indices_tuple = all_pairs(labels)
         if (
-            indices_tuple is None
+            ref is None
+            and indices_tuple is None
             and not self.mirror
             and self.distance.is_symmetric
             and streams(reducer)
@@ -147,7 +180,7 @@ class GenericPairLoss(DistanceLoss):
             block = pair_block_size(batch)
             if block < batch:
                 return self._upper_block_loss(embeddings, labels, reducer, block)
-        return super().compute_loss(embeddings, labels, indices_tuple, reducer)
+        return super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)
 
     def _upper_block_loss(
         self, embeddings: jax.Array, labels: jax.Array, reducer: Any, block: int
@@ -211,11 +244,15 @@ class GenericPairLoss(DistanceLoss):
         return jnp.where(enough, total, jnp.zeros_like(total))
 
     def compute_terms(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        ref: Reference | None = None,
     ) -> dict[str, LossTerm]:
         # The shortcuts over all pairs need d(x, y) = d(y, x) (not so for SNRDistance).
-        symmetric = indices_tuple is None and self.distance.is_symmetric
-        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple, symmetric=symmetric)
+        symmetric = indices_tuple is None and ref is None and self.distance.is_symmetric
+        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple, symmetric=symmetric, ref=ref)
         if not (symmetric and self.mirror):
             return self.pair_terms(mat, pos, neg, axis=1)
         rows = self.pair_terms(mat, pos, neg, axis=1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +22,13 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from calibrax.core import checks
-from calibrax.metric_learning.base import validate_embeddings_and_labels
+from calibrax.metric_learning.base import add_regularization
+from calibrax.metric_learning.base import check_regularizer
+from calibrax.metric_learning.base import prepare_inputs
 from calibrax.metric_learning.reducers import BaseReducer
 from calibrax.metric_learning.reducers import MeanReducer
 from calibrax.metric_learning.reducers.base_reducer import accumulation_dtype
+from calibrax.metric_learning.tuples import element_weights
 
 # torch.nn.functional.normalize divides by max(norm, 1e-12); the same floor keeps zero vectors
 # finite and matches pytorch-metric-learning for ordinary inputs.
@@ -107,8 +112,19 @@ class ClassWeightLoss(nnx.Module):
     propagate to a NaN loss.
     """
 
+    # pytorch-metric-learning's ProxyNCA counts only the anchors of the tuple (``using_ref``).
+    miner_weights_anchors_only: ClassVar[bool] = False
+
     def __init__(
-        self, num_classes: int, embedding_size: int, reducer: BaseReducer | None = None
+        self,
+        num_classes: int,
+        embedding_size: int,
+        reducer: BaseReducer | None = None,
+        *,
+        weight_regularizer: Any = None,
+        weight_reg_weight: float = 1.0,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
         checks.check_positive_int(num_classes, "num_classes")
         checks.check_positive_int(embedding_size, "embedding_size")
@@ -120,6 +136,17 @@ class ClassWeightLoss(nnx.Module):
         self.num_classes = int(num_classes)
         self.embedding_size = int(embedding_size)
         self.reducer = reducer
+        self.weight_regularizer = check_regularizer(weight_regularizer, "weight_regularizer")
+        self.weight_reg_weight = float(weight_reg_weight)
+        self.embedding_regularizer = check_regularizer(
+            embedding_regularizer, "embedding_regularizer"
+        )
+        self.embedding_reg_weight = float(embedding_reg_weight)
+
+    def class_weights(self) -> jax.Array:
+        """The class weights as (rows, embedding_size), one row per class (or sub-centre): what
+        ``weight_regularizer`` sees (pytorch-metric-learning passes ``W.t()`` / ``proxies``)."""
+        return self.W[...].T
 
     def _per_sample(
         self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
@@ -127,34 +154,72 @@ class ClassWeightLoss(nnx.Module):
         raise NotImplementedError
 
     def _loss(
-        self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
+        self,
+        embeddings: Float[Array, "batch dim"],
+        labels: Int[Array, " batch"],
+        miner_weights: Float[Array, " batch"],
     ) -> Float[Array, ""]:
-        values = self._per_sample(embeddings, labels)
+        """The per-sample losses times the miner weights, reduced over the whole batch (as
+        pytorch-metric-learning: a sample the miner left out counts as a 0)."""
+        values = self._per_sample(embeddings, labels) * miner_weights
         reducer = self.reducer if self.reducer is not None else MeanReducer()
         return reducer(values, jnp.ones_like(values))
 
-    def validate_inputs(self, embeddings: jax.Array, labels: jax.Array) -> None:
+    def validate_inputs(
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array | None,
+        indices_tuple: Any = None,
+        ref_emb: Any = None,
+        ref_labels: Any = None,
+    ) -> tuple[jax.Array, jax.Array, Any]:
         """Check shapes, dtypes and (when concrete) values of a batch.
+
+        Returns:
+            ``(embeddings, labels, indices)``, the selection in fixed-shape form.
 
         Raises:
             ValueError: If ``embeddings`` is not 2-D, is empty, has a second dimension other
-                than ``embedding_size`` or holds NaN/Inf; if ``labels`` is not 1-D, has another
-                length than ``embeddings``, or holds a value outside ``[0, num_classes)``.
+                than ``embedding_size`` or holds NaN/Inf; if ``labels`` is None, not 1-D, has
+                another length than ``embeddings``, or holds a value outside
+                ``[0, num_classes)``; if ``ref_emb`` is given (``ref_emb is not supported by
+                <Loss>``, as pytorch-metric-learning refuses it); or if ``indices_tuple`` is
+                malformed.
             TypeError: If ``embeddings`` is not floating point or ``labels`` not integer.
         """
-        validate_embeddings_and_labels(embeddings, labels)
+        embeddings, labels_out, indices, _ = prepare_inputs(
+            type(self).__name__,
+            embeddings,
+            labels,
+            indices_tuple,
+            ref_emb,
+            ref_labels,
+            supports_ref=False,
+            requires_labels=True,
+        )
         checks.check_dim(embeddings, 1, self.embedding_size, "embeddings", "embedding_size")
         checks.check_labels_in_range(labels, self.num_classes, "labels")
+        return embeddings, labels_out, indices
 
     @checks.nan_if_invalid
     def __call__(
-        self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
+        self,
+        embeddings: Float[Array, "batch dim"],
+        labels: Int[Array, " batch"] | None = None,
+        indices_tuple: Any = None,
+        ref_emb: Any = None,
+        ref_labels: Any = None,
     ) -> Float[Array, ""]:
         """The loss of a batch.
 
         Args:
             embeddings: Embedding vectors, shape ``(batch, embedding_size)``, any float dtype.
-            labels: Integer class ids in ``[0, num_classes)``, shape ``(batch,)``.
+            labels: Integer class ids in ``[0, num_classes)``, shape ``(batch,)`` (required).
+            indices_tuple: Optional miner output or padded index tuple: each sample's loss is
+                weighted by how often it appears in the selected pairs/triplets, divided by the
+                largest count (pytorch-metric-learning's ``convert_to_weights``).
+            ref_emb: Not supported (raises ``ValueError``), as in pytorch-metric-learning.
+            ref_labels: Not supported.
 
         Returns:
             The scalar loss, in the dtype of ``embeddings``; differentiable with respect to the
@@ -164,12 +229,20 @@ class ClassWeightLoss(nnx.Module):
             ValueError: See :meth:`validate_inputs`.
             TypeError: See :meth:`validate_inputs`.
         """
-        embeddings = jnp.asarray(embeddings)
-        labels = jnp.asarray(labels)
-        self.validate_inputs(embeddings, labels)
-        labels = labels.astype(jnp.int32)
+        embeddings, labels, indices = self.validate_inputs(
+            embeddings, labels, indices_tuple, ref_emb, ref_labels
+        )
         dtype = compute_dtype(embeddings)
-        loss = self._loss(embeddings.astype(dtype), labels)
+        weights = element_weights(
+            indices, embeddings.shape[0], dtype, anchors_only=self.miner_weights_anchors_only
+        )
+        loss = self._loss(embeddings.astype(dtype), labels, weights)
+        loss = add_regularization(
+            loss, self.weight_regularizer, self.weight_reg_weight, self.class_weights()
+        )
+        loss = add_regularization(
+            loss, self.embedding_regularizer, self.embedding_reg_weight, embeddings
+        )
         out_of_range = jnp.any((labels < 0) | (labels >= self.num_classes))
         loss = jnp.where(out_of_range, jnp.nan, loss)
         return loss.astype(embeddings.dtype)

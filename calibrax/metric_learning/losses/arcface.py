@@ -79,6 +79,13 @@ class ArcFaceLoss(ClassWeightLoss):
         embedding_size: Dimension of the embeddings.
         margin: Angular margin in degrees, in ``[0, 180)``.
         scale: Multiplier of the cosines (the inverse temperature), > 0.
+        weight_regularizer: Optional regularizer of the class weights (one row per class or
+            sub-centre), from :mod:`calibrax.metric_learning.regularizers`; ``weight_reg_weight``
+            times its value is added to the loss (default weight 1), as in
+            pytorch-metric-learning.
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Turns the per-sample losses into the loss; ``None`` is the mean.
         param_dtype: dtype of ``W``.
         rngs: Random generators; ``rngs.params()`` initialises ``W``.
@@ -99,10 +106,22 @@ class ArcFaceLoss(ClassWeightLoss):
         margin: float = 28.6,
         scale: float = 64.0,
         reducer: BaseReducer | None = None,
+        weight_regularizer: Any = None,
+        weight_reg_weight: float = 1.0,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        super().__init__(num_classes, embedding_size, reducer)
+        super().__init__(
+            num_classes,
+            embedding_size,
+            reducer,
+            weight_regularizer=weight_regularizer,
+            weight_reg_weight=weight_reg_weight,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         check_positive_number(scale, "scale")
         if not 0 <= margin < 180:
             raise ValueError(f"expected `margin` to be in [0, 180) degrees, got {margin!r}")

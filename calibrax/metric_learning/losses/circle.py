@@ -48,6 +48,9 @@ class CircleLoss(GenericPairLoss):
         m: The relaxation margin (default 0.4).
         gamma: The scale (default 80).
         distance: Must be :class:`~calibrax.metric_learning.CosineSimilarity` (the default).
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Default :class:`~calibrax.metric_learning.AvgNonZeroReducer`.
 
     Raises:
@@ -65,12 +68,19 @@ class CircleLoss(GenericPairLoss):
         gamma: float = 80.0,
         distance: BaseDistance | None = None,
         reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
         if distance is not None and not isinstance(distance, CosineSimilarity):
             raise ValueError(
                 f"expected `distance` to be a CosineSimilarity, got {type(distance).__name__}"
             )
-        super().__init__(distance=distance, reducer=reducer)
+        super().__init__(
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.m = m
         self.gamma = gamma
 

@@ -42,6 +42,9 @@ class ContrastiveLoss(GenericPairLoss):
         pos_margin: Default 0.
         neg_margin: Default 1.
         distance: Default :class:`~calibrax.metric_learning.LpDistance` (normalised embeddings).
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Default :class:`~calibrax.metric_learning.AvgNonZeroReducer`.
 
     References:
@@ -65,8 +68,15 @@ class ContrastiveLoss(GenericPairLoss):
         neg_margin: float = 1.0,
         distance: BaseDistance | None = None,
         reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
-        super().__init__(distance=distance, reducer=reducer)
+        super().__init__(
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 

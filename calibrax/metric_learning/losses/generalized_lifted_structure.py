@@ -44,6 +44,9 @@ class GeneralizedLiftedStructureLoss(GenericPairLoss):
         neg_margin: Default 1.
         pos_margin: Default 0.
         distance: Default :class:`~calibrax.metric_learning.LpDistance` (normalised embeddings).
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Default :class:`~calibrax.metric_learning.MeanReducer`.
 
     References:
@@ -58,8 +61,15 @@ class GeneralizedLiftedStructureLoss(GenericPairLoss):
         pos_margin: float = 0.0,
         distance: BaseDistance | None = None,
         reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
-        super().__init__(distance=distance, reducer=reducer)
+        super().__init__(
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.neg_margin = neg_margin
         self.pos_margin = pos_margin
 

@@ -46,6 +46,9 @@ class LiftedStructureLoss(GenericPairLoss):
         neg_margin: Default 1.
         pos_margin: Default 0.
         distance: Default :class:`~calibrax.metric_learning.LpDistance` (normalised embeddings).
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Default :class:`~calibrax.metric_learning.MeanReducer`.
 
     References:
@@ -60,8 +63,15 @@ class LiftedStructureLoss(GenericPairLoss):
         pos_margin: float = 0.0,
         distance: BaseDistance | None = None,
         reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
-        super().__init__(distance=distance, reducer=reducer)
+        super().__init__(
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.neg_margin = neg_margin
         self.pos_margin = pos_margin
 
@@ -79,9 +89,27 @@ class LiftedStructureLoss(GenericPairLoss):
         row_lse = jax.nn.logsumexp(jnp.where(has_neg, terms, big), axis=axis)
         row_any = jnp.any(has_neg, axis=axis)
         row_lse = jnp.where(row_any, row_lse, big)
-        pair_lse = jnp.logaddexp(row_lse[:, None], row_lse[None, :])
-        pair_any = row_any[:, None] | row_any[None, :]
+        # The negatives of a positive pair (a, p) are those of the anchor rows a and p, each row
+        # once even when a == p. As pytorch-metric-learning, p is compared with the anchor indices
+        # also when it indexes a reference set: the positive's negatives are then those of the
+        # batch row with p's index (none when p >= B). With axis=0 (the mirror image, only for a
+        # symmetric square matrix) the same expression holds, as it is symmetric in (a, p).
+        width = mat.shape[1]
+        other_lse = _fit(row_lse, width, big)
+        other_any = _fit(row_any, width, False)
+        same_row = jnp.arange(row_lse.shape[0])[:, None] == jnp.arange(width)[None, :]
+        pair_lse = jnp.where(
+            same_row, row_lse[:, None], jnp.logaddexp(row_lse[:, None], other_lse[None, :])
+        )
+        pair_any = row_any[:, None] | other_any[None, :]
         pair_lse = jnp.where(pair_any, pair_lse, jnp.zeros_like(pair_lse))
         losses = jax.nn.relu(pair_lse + self.distance.margin(mat, self.pos_margin)) ** 2 / 2
         both = jnp.any(pos > 0) & jnp.any(has_neg)
         return {"loss": LossTerm(losses, jnp.where(both, pos, jnp.zeros_like(pos)))}
+
+
+def _fit(x: jax.Array, width: int, fill: Any) -> jax.Array:
+    """``x`` cut or padded with ``fill`` to length ``width``."""
+    if x.shape[0] >= width:
+        return x[:width]
+    return jnp.concatenate([x, jnp.full((width - x.shape[0],), fill, x.dtype)])

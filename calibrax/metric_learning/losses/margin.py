@@ -19,6 +19,7 @@ from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.reducers.base_reducer import safe_mean
+from calibrax.metric_learning.tuples import Reference
 from calibrax.metric_learning.tuples import triplet_mask
 
 __all__ = ["MarginLoss"]
@@ -59,6 +60,9 @@ class MarginLoss(DistanceLoss):
         learn_beta: Make ``β`` an ``nnx.Param`` (default False).
         num_classes: One ``β`` per class (default ``None``: one shared ``β``).
         distance: Default :class:`~calibrax.metric_learning.LpDistance` (normalised embeddings).
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
 
     Raises:
         ValueError: If ``num_classes`` is not a positive integer, or (eagerly) labels fall outside
@@ -67,6 +71,9 @@ class MarginLoss(DistanceLoss):
     References:
         Wu et al., 2017, "Sampling Matters in Deep Embedding Learning", arXiv:1706.07567.
     """
+
+    supports_ref = True
+    requires_labels = False
 
     def __init__(
         self,
@@ -77,8 +84,14 @@ class MarginLoss(DistanceLoss):
         learn_beta: bool = False,
         num_classes: int | None = None,
         distance: BaseDistance | None = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
-        super().__init__(distance=distance)
+        super().__init__(
+            distance=distance,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         if num_classes is not None:
             checks.check_positive_int(num_classes, "num_classes")
         self.margin = margin
@@ -88,11 +101,22 @@ class MarginLoss(DistanceLoss):
         init = jnp.full((num_classes or 1,), float(beta), jnp.float32)
         self.beta = nnx.Param(init) if learn_beta else FixedBeta(init)
 
-    def validate_inputs(self, embeddings: Any, labels: Any, indices_tuple: Any = None) -> None:
-        """Check the inputs, and that labels index the per-class boundaries."""
-        super().validate_inputs(embeddings, labels, indices_tuple)
+    def validate_inputs(
+        self,
+        embeddings: Any,
+        labels: Any,
+        indices_tuple: Any = None,
+        ref_emb: Any = None,
+        ref_labels: Any = None,
+    ) -> Any:
+        """Check the inputs, and that labels index the per-class boundaries (per-class
+        boundaries need labels, also with an ``indices_tuple``)."""
+        if self.num_classes is not None and labels is None:
+            raise ValueError("MarginLoss with num_classes requires `labels`, got None")
+        out = super().validate_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         if self.num_classes is not None:
             checks.check_labels_in_range(labels, self.num_classes)
+        return out
 
     def compute_loss(
         self,
@@ -100,9 +124,12 @@ class MarginLoss(DistanceLoss):
         labels: Int[Array, " batch"],
         indices_tuple: Any,
         reducer: Any,
+        ref: Reference | None = None,
     ) -> jax.Array:
-        mat = self.distance(working(embeddings))
-        pos_count, neg_count = triplet_mask(indices_tuple, labels, mat.dtype).pair_counts()
+        emb = working(embeddings)
+        ref_emb = None if ref is None else working(ref.embeddings).astype(emb.dtype)
+        mat = self.distance(emb, ref_emb)
+        pos_count, neg_count = triplet_mask(indices_tuple, labels, mat.dtype, ref).pair_counts()
         pos_count = pos_count.astype(mat.dtype)
         neg_count = neg_count.astype(mat.dtype)
         beta = self.beta[...]

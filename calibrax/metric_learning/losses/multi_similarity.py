@@ -45,6 +45,9 @@ class MultiSimilarityLoss(GenericPairLoss):
         beta: Weight of negative pairs (default 50).
         base: The shift ``λ`` (default 0.5).
         distance: Default :class:`~calibrax.metric_learning.CosineSimilarity`.
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Default :class:`~calibrax.metric_learning.MeanReducer`.
 
     References:
@@ -60,8 +63,15 @@ class MultiSimilarityLoss(GenericPairLoss):
         base: float = 0.5,
         distance: BaseDistance | None = None,
         reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
-        super().__init__(distance=distance, reducer=reducer)
+        super().__init__(
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.alpha = alpha
         self.beta = beta
         self.base = base

@@ -65,6 +65,7 @@ class NPairsLoss(DistanceLoss):
         embeddings: Float[Array, "batch dim"],
         labels: Int[Array, " batch"],
         indices_tuple: Any,
+        ref: Any = None,
     ) -> dict[str, LossTerm]:
         emb = working(embeddings)
         if indices_tuple is None:

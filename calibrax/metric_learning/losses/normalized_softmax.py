@@ -48,6 +48,13 @@ class NormalizedSoftmaxLoss(ClassWeightLoss):
         num_classes: Number of classes.
         embedding_size: Dimension of the embeddings.
         temperature: Divides the cosines, > 0.
+        weight_regularizer: Optional regularizer of the class weights (one row per class or
+            sub-centre), from :mod:`calibrax.metric_learning.regularizers`; ``weight_reg_weight``
+            times its value is added to the loss (default weight 1), as in
+            pytorch-metric-learning.
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Turns the per-sample losses into the loss; ``None`` is the mean.
         param_dtype: dtype of ``W``.
         rngs: Random generators; ``rngs.params()`` initialises ``W``.
@@ -67,10 +74,22 @@ class NormalizedSoftmaxLoss(ClassWeightLoss):
         *,
         temperature: float = 0.05,
         reducer: BaseReducer | None = None,
+        weight_regularizer: Any = None,
+        weight_reg_weight: float = 1.0,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        super().__init__(num_classes, embedding_size, reducer)
+        super().__init__(
+            num_classes,
+            embedding_size,
+            reducer,
+            weight_regularizer=weight_regularizer,
+            weight_reg_weight=weight_reg_weight,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         check_positive_number(temperature, "temperature")
         self.temperature = float(temperature)
         self.W = nnx.Param(

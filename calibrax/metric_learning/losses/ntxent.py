@@ -44,6 +44,9 @@ class NTXentLoss(GenericPairLoss):
     Args:
         temperature: Default 0.07.
         distance: Default :class:`~calibrax.metric_learning.CosineSimilarity`.
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Default :class:`~calibrax.metric_learning.MeanReducer`.
 
     References:
@@ -57,8 +60,15 @@ class NTXentLoss(GenericPairLoss):
         temperature: float = 0.07,
         distance: BaseDistance | None = None,
         reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
-        super().__init__(distance=distance, reducer=reducer)
+        super().__init__(
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.temperature = temperature
 
     def default_distance(self) -> BaseDistance:

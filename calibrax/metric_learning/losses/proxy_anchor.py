@@ -64,6 +64,13 @@ class ProxyAnchorLoss(ClassWeightLoss):
         embedding_size: Dimension of the embeddings.
         margin: The margin :math:`\delta`.
         alpha: The scale :math:`\alpha`, > 0.
+        weight_regularizer: Optional regularizer of the class weights (one row per class or
+            sub-centre), from :mod:`calibrax.metric_learning.regularizers`; ``weight_reg_weight``
+            times its value is added to the loss (default weight 1), as in
+            pytorch-metric-learning.
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: ``None`` divides the two sums as above. A reducer instead reduces each of the
             two per-proxy terms over all ``num_classes`` proxies (as in pytorch-metric-learning,
             where a class without positives has a positive term of 0), and the two are added.
@@ -77,6 +84,10 @@ class ProxyAnchorLoss(ClassWeightLoss):
         Kim et al., 2020, "Proxy Anchor Loss for Deep Metric Learning", arXiv:2003.13911.
     """
 
+    def class_weights(self) -> jax.Array:
+        """The proxies, (num_classes, embedding_size)."""
+        return self.proxies[...]
+
     def __init__(
         self,
         num_classes: int,
@@ -85,10 +96,22 @@ class ProxyAnchorLoss(ClassWeightLoss):
         margin: float = 0.1,
         alpha: float = 32.0,
         reducer: BaseReducer | None = None,
+        weight_regularizer: Any = None,
+        weight_reg_weight: float = 1.0,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        super().__init__(num_classes, embedding_size, reducer)
+        super().__init__(
+            num_classes,
+            embedding_size,
+            reducer,
+            weight_regularizer=weight_regularizer,
+            weight_reg_weight=weight_reg_weight,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         check_positive_number(alpha, "alpha")
         if not math.isfinite(margin):
             raise ValueError(f"expected `margin` to be finite, got {margin!r}")
@@ -100,13 +123,18 @@ class ProxyAnchorLoss(ClassWeightLoss):
         )
 
     def _loss(
-        self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
+        self,
+        embeddings: Float[Array, "batch dim"],
+        labels: Int[Array, " batch"],
+        miner_weights: Float[Array, " batch"],
     ) -> Float[Array, ""]:
         proxies = l2_normalize(self.proxies[...].astype(embeddings.dtype), axis=1)
         cosine = l2_normalize(embeddings, axis=1) @ proxies.T
         positive = jax.nn.one_hot(labels, self.num_classes, dtype=cosine.dtype)
-        pos_term = _log1p_sum_exp(self.alpha * (self.margin - cosine), positive)
-        neg_term = _log1p_sum_exp(self.alpha * (cosine + self.margin), 1 - positive)
+        # pytorch-metric-learning adds (miner weight - 1) to every exponent of a sample.
+        shift = (miner_weights - 1)[:, None]
+        pos_term = _log1p_sum_exp(self.alpha * (self.margin - cosine) + shift, positive)
+        neg_term = _log1p_sum_exp(self.alpha * (cosine + self.margin) + shift, 1 - positive)
         if self.reducer is not None:
             ones = jnp.ones_like(pos_term)
             return self.reducer(pos_term, ones) + self.reducer(neg_term, ones)

@@ -56,6 +56,13 @@ class ProxyNCALoss(ClassWeightLoss):
         num_classes: Number of classes.
         embedding_size: Dimension of the embeddings.
         softmax_scale: Multiplier of the negative squared distances, > 0.
+        weight_regularizer: Optional regularizer of the class weights (one row per class or
+            sub-centre), from :mod:`calibrax.metric_learning.regularizers`; ``weight_reg_weight``
+            times its value is added to the loss (default weight 1), as in
+            pytorch-metric-learning.
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Turns the per-sample losses into the loss; ``None`` is the mean.
         param_dtype: dtype of ``proxies``.
         rngs: Random generators; ``rngs.params()`` initialises ``proxies``.
@@ -68,6 +75,12 @@ class ProxyNCALoss(ClassWeightLoss):
         arXiv:1703.07464.
     """
 
+    miner_weights_anchors_only = True
+
+    def class_weights(self) -> jax.Array:
+        """The proxies, (num_classes, embedding_size)."""
+        return self.proxies[...]
+
     def __init__(
         self,
         num_classes: int,
@@ -75,10 +88,22 @@ class ProxyNCALoss(ClassWeightLoss):
         *,
         softmax_scale: float = 1.0,
         reducer: BaseReducer | None = None,
+        weight_regularizer: Any = None,
+        weight_reg_weight: float = 1.0,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        super().__init__(num_classes, embedding_size, reducer)
+        super().__init__(
+            num_classes,
+            embedding_size,
+            reducer,
+            weight_regularizer=weight_regularizer,
+            weight_reg_weight=weight_reg_weight,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         check_positive_number(softmax_scale, "softmax_scale")
         self.softmax_scale = float(softmax_scale)
         self.proxies = nnx.Param(

@@ -51,6 +51,13 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
         margin: Angular margin in degrees, in ``[0, 180)``.
         scale: Multiplier of the cosines, > 0.
         sub_centers: Number of sub-centres per class, >= 1.
+        weight_regularizer: Optional regularizer of the class weights (one row per class or
+            sub-centre), from :mod:`calibrax.metric_learning.regularizers`; ``weight_reg_weight``
+            times its value is added to the loss (default weight 1), as in
+            pytorch-metric-learning.
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Turns the per-sample losses into the loss; ``None`` is the mean.
         param_dtype: dtype of ``W``.
         rngs: Random generators; ``rngs.params()`` initialises ``W``.
@@ -72,6 +79,10 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
         scale: float = 64.0,
         sub_centers: int = 3,
         reducer: BaseReducer | None = None,
+        weight_regularizer: Any = None,
+        weight_reg_weight: float = 1.0,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
@@ -83,6 +94,10 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
             margin=margin,
             scale=scale,
             reducer=reducer,
+            weight_regularizer=weight_regularizer,
+            weight_reg_weight=weight_reg_weight,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
             param_dtype=param_dtype,
             rngs=rngs,
         )

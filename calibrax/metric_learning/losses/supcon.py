@@ -99,6 +99,9 @@ class SupConLoss(GenericPairLoss):
     Args:
         temperature: Default 0.1.
         distance: Default :class:`~calibrax.metric_learning.CosineSimilarity`.
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Default :class:`~calibrax.metric_learning.AvgNonZeroReducer`.
 
     References:
@@ -111,8 +114,15 @@ class SupConLoss(GenericPairLoss):
         temperature: float = 0.1,
         distance: BaseDistance | None = None,
         reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
-        super().__init__(distance=distance, reducer=reducer)
+        super().__init__(
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.temperature = temperature
 
     def default_reducer(self) -> Any:
@@ -124,12 +134,13 @@ class SupConLoss(GenericPairLoss):
         return CosineSimilarity()
 
     def compute_terms(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, ref: Any = None
     ) -> dict[str, LossTerm]:
-        """Over all pairs, the anchor losses come from :func:`_anchor_losses_symmetric` (a
-        written-out backward pass on the symmetric matrix); mined pairs use :meth:`pair_terms`."""
-        if indices_tuple is not None or not self.distance.is_symmetric:
-            return super().compute_terms(embeddings, labels, indices_tuple)
+        """Over all pairs of the batch, the anchor losses come from
+        :func:`_anchor_losses_symmetric` (a written-out backward pass on the symmetric matrix);
+        mined pairs, reference sets and asymmetric distances use :meth:`pair_terms`."""
+        if indices_tuple is not None or ref is not None or not self.distance.is_symmetric:
+            return super().compute_terms(embeddings, labels, indices_tuple, ref=ref)
         mat, pos, neg = self.pairs(embeddings, labels, None, symmetric=True)
         sim = mat if self.distance.is_inverted else -mat
         is_pos, is_neg = pos > 0, neg > 0

@@ -21,6 +21,8 @@ from calibrax.metric_learning.reducers.avg_non_zero_reducer import AvgNonZeroRed
 from calibrax.metric_learning.reducers.mean_reducer import MeanReducer
 from calibrax.metric_learning.reducers.sum_reducer import SumReducer
 from calibrax.metric_learning.reducers.threshold_reducer import ThresholdReducer
+from calibrax.metric_learning.tuples import Reference
+from calibrax.metric_learning.tuples import TripletList
 from calibrax.metric_learning.tuples import TripletMask
 from calibrax.metric_learning.tuples import anchor_block_size
 from calibrax.metric_learning.tuples import triplet_mask
@@ -62,6 +64,9 @@ class TripletMarginLoss(DistanceLoss):
         swap: Use the positive-negative distance when it is smaller (default False).
         smooth_loss: ``softplus`` instead of the hinge (default False).
         distance: Default :class:`~calibrax.metric_learning.LpDistance` (normalised embeddings).
+        embedding_regularizer: Optional regularizer of the (batch) embeddings, from
+            :mod:`calibrax.metric_learning.regularizers`; ``embedding_reg_weight`` times its value
+            is added to the loss (default weight 1), as in pytorch-metric-learning.
         reducer: Default :class:`~calibrax.metric_learning.AvgNonZeroReducer`.
 
     References:
@@ -69,6 +74,9 @@ class TripletMarginLoss(DistanceLoss):
         arXiv:1503.03832. Balntas et al., 2016, "Learning local feature descriptors with triplets
         and shallow convolutional neural networks" (the swap), BMVC.
     """
+
+    supports_ref = True
+    requires_labels = False
 
     def __init__(
         self,
@@ -78,8 +86,15 @@ class TripletMarginLoss(DistanceLoss):
         smooth_loss: bool = False,
         distance: BaseDistance | None = None,
         reducer: Any = None,
+        embedding_regularizer: Any = None,
+        embedding_reg_weight: float = 1.0,
     ) -> None:
-        super().__init__(distance=distance, reducer=reducer)
+        super().__init__(
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+        )
         self.margin = margin
         self.swap = swap
         self.smooth_loss = smooth_loss
@@ -94,10 +109,26 @@ class TripletMarginLoss(DistanceLoss):
         labels: Int[Array, " batch"],
         indices_tuple: Any,
         reducer: Any,
+        ref: Reference | None = None,
     ) -> jax.Array:
-        mat = self.distance(working(embeddings))
-        triplets = triplet_mask(indices_tuple, labels, mat.dtype)
-        fast = not (self.swap or self.smooth_loss or triplets.bounded) and type(reducer) in (
+        emb = working(embeddings)
+        if ref is None:
+            mat = self.distance(emb)
+        else:
+            if self.swap:
+                raise ValueError(
+                    "swap=True is not supported with ref_emb: the positive-negative distance "
+                    "needs the reference set against itself (pytorch-metric-learning indexes the "
+                    "batch rows with reference indices there)"
+                )
+            mat = self.distance(emb, working(ref.embeddings).astype(emb.dtype))
+        triplets = triplet_mask(indices_tuple, labels, mat.dtype, ref)
+        if isinstance(triplets, TripletList):
+            return self._listed(mat, triplets, reducer)
+        counted = triplets.pos.dtype != jnp.bool_  # triplets repeated by pair counts
+        fast = not (self.swap or self.smooth_loss or triplets.bounded or counted) and type(
+            reducer
+        ) in (
             MeanReducer,
             SumReducer,
             ThresholdReducer,
@@ -168,14 +199,30 @@ class TripletMarginLoss(DistanceLoss):
             denominator = jnp.sum(valid * n_neg.astype(far.dtype))
         return reducer.finalize(total, denominator)
 
+    def _violation(self, ap: jax.Array, an: jax.Array) -> jax.Array:
+        violation = self.distance.margin(ap, an) + self.margin
+        return torch_softplus(violation) if self.smooth_loss else jax.nn.relu(violation)
+
+    def _listed(self, mat: jax.Array, triplets: TripletList, reducer: Any) -> jax.Array:
+        """An explicit list of triplets: one gathered value per entry, padding weighted 0."""
+        a, p, n = triplets.safe()
+        ap, an = mat[a, p], mat[a, n]
+        if self.swap:
+            # The batch is the reference set here (swap with ref_emb is refused above).
+            pn = mat[p, n]
+            an = jnp.maximum(an, pn) if self.distance.is_inverted else jnp.minimum(an, pn)
+        loss = self._violation(ap, an)
+        return reducer(loss, triplets.valid.astype(loss.dtype))
+
     def _blocked(self, mat: jax.Array, triplets: TripletMask, reducer: Any) -> jax.Array:
         """Any reducer, swap, smooth loss and mined (bounded) triplets: anchor blocks."""
         distance = self.distance
+        width = mat.shape[1]
 
         def one_anchor(a: jax.Array) -> tuple[jax.Array, jax.Array]:
             valid = triplets.anchor_slice(a)  # [p, n]
             ap = mat[a][:, None]
-            an = jnp.broadcast_to(mat[a][None, :], mat.shape)
+            an = jnp.broadcast_to(mat[a][None, :], (width, width))
             if self.swap:
                 an = jnp.maximum(an, mat) if distance.is_inverted else jnp.minimum(an, mat)
             violation = distance.margin(ap, an) + self.margin
@@ -186,7 +233,9 @@ class TripletMarginLoss(DistanceLoss):
 
         batch = mat.shape[0]
         totals, counts = jax.lax.map(
-            jax.checkpoint(one_anchor), jnp.arange(batch), batch_size=anchor_block_size(batch)
+            jax.checkpoint(one_anchor),
+            jnp.arange(batch),
+            batch_size=anchor_block_size(batch, width=width),
         )
         return reducer.finalize(jnp.sum(totals), jnp.sum(counts))
 

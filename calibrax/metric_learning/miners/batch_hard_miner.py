@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from calibrax.metric_learning.base import ref_embeddings
 from calibrax.metric_learning.miners.base_miner import BaseMiner
 from calibrax.metric_learning.tuples import TripletMask
 from calibrax.metric_learning.tuples import label_masks
@@ -31,23 +33,25 @@ class BatchHardMiner(BaseMiner):
         arXiv:1703.07737.
     """
 
-    def mine(self, embeddings: jax.Array, labels: jax.Array) -> TripletMask:
+    supports_ref = True
+
+    def mine(self, embeddings: jax.Array, labels: jax.Array, ref: Any = None) -> TripletMask:
         distance = self.dist
-        mat = distance(embeddings)
+        mat = distance(embeddings, None if ref is None else ref_embeddings(embeddings, ref))
         # Orient so that larger = farther apart.
         far = -mat if distance.is_inverted else mat
-        pos, neg = label_masks(labels)
+        pos, neg = label_masks(labels, ref)
         keep = jnp.any(pos, axis=1) & jnp.any(neg, axis=1)
         big = jnp.asarray(jnp.inf, far.dtype)
         hardest_p = jnp.argmax(jnp.where(pos, far, -big), axis=1)
         hardest_n = jnp.argmin(jnp.where(neg, far, big), axis=1)
-        batch = labels.shape[0]
-        one_p = jax.nn.one_hot(hardest_p, batch, dtype=bool) & keep[:, None]
-        one_n = jax.nn.one_hot(hardest_n, batch, dtype=bool) & keep[:, None]
+        width = mat.shape[1]
+        one_p = jax.nn.one_hot(hardest_p, width, dtype=bool) & keep[:, None]
+        one_n = jax.nn.one_hot(hardest_n, width, dtype=bool) & keep[:, None]
         return TripletMask(
             pos=one_p,
             neg=one_n,
-            score=jnp.zeros((batch, batch), mat.dtype),
+            score=jnp.zeros(mat.shape, mat.dtype),
             low=jnp.asarray(-jnp.inf, mat.dtype),
             high=jnp.asarray(jnp.inf, mat.dtype),
             bounded=False,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from calibrax.metric_learning.base import ref_embeddings
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
 from calibrax.metric_learning.miners.base_miner import BaseMiner
@@ -40,10 +42,12 @@ class MultiSimilarityMiner(BaseMiner):
         """Cosine similarity, as in pytorch-metric-learning."""
         return CosineSimilarity()
 
-    def mine(self, embeddings: jax.Array, labels: jax.Array) -> PairMask:
+    supports_ref = True
+
+    def mine(self, embeddings: jax.Array, labels: jax.Array, ref: Any = None) -> PairMask:
         distance = self.dist
-        mat = distance(embeddings)
-        pos, neg = label_masks(labels)
+        mat = distance(embeddings, None if ref is None else ref_embeddings(embeddings, ref))
+        pos, neg = label_masks(labels, ref)
         # Rows without a negative (positive) mine no positive (negative): comparisons with ±inf.
         if distance.is_inverted:
             max_neg = jnp.max(mat, axis=1, where=neg, initial=-jnp.inf, keepdims=True)

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from calibrax.metric_learning.base import ref_embeddings
 from calibrax.metric_learning.miners.base_miner import BaseMiner
 from calibrax.metric_learning.tuples import PairMask
 from calibrax.metric_learning.tuples import label_masks
@@ -31,10 +33,12 @@ class PairMarginMiner(BaseMiner):
     pos_margin: float = 0.2
     neg_margin: float = 0.8
 
-    def mine(self, embeddings: jax.Array, labels: jax.Array) -> PairMask:
+    supports_ref = True
+
+    def mine(self, embeddings: jax.Array, labels: jax.Array, ref: Any = None) -> PairMask:
         distance = self.dist
-        mat = distance(embeddings)
-        pos, neg = label_masks(labels)
+        mat = distance(embeddings, None if ref is None else ref_embeddings(embeddings, ref))
+        pos, neg = label_masks(labels, ref)
         if distance.is_inverted:
             pos = pos & (mat < self.pos_margin)
             neg = neg & (mat > self.neg_margin)

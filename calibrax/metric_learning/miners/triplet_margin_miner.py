@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from calibrax.core import checks
+from calibrax.metric_learning.base import ref_embeddings
 from calibrax.metric_learning.miners.base_miner import BaseMiner
 from calibrax.metric_learning.tuples import TripletMask
 from calibrax.metric_learning.tuples import label_masks
@@ -45,9 +47,11 @@ class TripletMarginMiner(BaseMiner):
     def __post_init__(self) -> None:
         checks.check_choice(self.type_of_triplets, _TYPES, "type_of_triplets")
 
-    def mine(self, embeddings: jax.Array, labels: jax.Array) -> TripletMask:
+    supports_ref = True
+
+    def mine(self, embeddings: jax.Array, labels: jax.Array, ref: Any = None) -> TripletMask:
         distance = self.dist
-        mat = distance(embeddings)
+        mat = distance(embeddings, None if ref is None else ref_embeddings(embeddings, ref))
         score = -mat if distance.is_inverted else mat
         inf = jnp.inf
         low, high = {
@@ -56,7 +60,7 @@ class TripletMarginMiner(BaseMiner):
             "semihard": (0.0, self.margin),
             "easy": (self.margin, inf),
         }[self.type_of_triplets]
-        pos, neg = label_masks(labels)
+        pos, neg = label_masks(labels, ref)
         return TripletMask(
             pos=pos,
             neg=neg,
