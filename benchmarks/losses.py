@@ -74,6 +74,22 @@ LOSSES = [
     "NPairsLoss",
     "MarginLoss",
 ]
+# Issue 16 (PML 2.9's other losses). The class-weight ones are built with B / 4 classes, and
+# their step differentiates the class weights too (a training step needs both; PML's backward
+# computes them anyway).
+ISSUE16_LOSSES = [
+    "AngularLoss",
+    "FastAPLoss",
+    "HistogramLoss",
+    "InstanceLoss",
+    "IntraPairVarianceLoss",
+    "LargeMarginSoftmaxLoss",
+    "SphereFaceLoss",
+    "NCALoss",
+    "P2SGradLoss",
+    "SoftTripleLoss",
+]
+CLASS_WEIGHT_LOSSES = {"LargeMarginSoftmaxLoss", "SphereFaceLoss", "P2SGradLoss", "SoftTripleLoss"}
 
 _PML_MEMORY = """
 import sys, torch
@@ -146,24 +162,52 @@ def reference_bytes(name: str, batch: int) -> int:
     return 4 * pos_pairs * neg_pairs
 
 
+def our_step(name: str, batch: int):
+    """``step(embeddings, labels)``: our jitted loss and gradients (w.r.t. the embeddings, and the
+    class weights for a class-weight loss)."""
+    if name not in CLASS_WEIGHT_LOSSES:
+        loss = getattr(C, name)()
+        return jax.jit(jax.value_and_grad(lambda e, l: loss(e, l)))
+    from flax import nnx
+
+    classes = batch // PER_CLASS
+    if name == "P2SGradLoss":
+        loss = C.P2SGradLoss(DIM, classes, rngs=nnx.Rngs(0))
+    else:
+        loss = getattr(C, name)(classes, DIM, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(loss)
+    step = jax.jit(jax.value_and_grad(lambda s, e, l: nnx.merge(graphdef, s)(e, l), argnums=(0, 1)))
+    return lambda e, l: step(state, e, l)
+
+
+def their_loss(name: str, batch: int):
+    """PML's loss with its defaults (class-weight losses: ``batch / 4`` classes, ``d`` dims)."""
+    from pytorch_metric_learning import losses as pml
+
+    if name not in CLASS_WEIGHT_LOSSES:
+        return getattr(pml, name)()
+    classes = batch // PER_CLASS
+    if name == "P2SGradLoss":
+        return pml.P2SGradLoss(descriptors_dim=DIM, num_classes=classes)
+    return getattr(pml, name)(num_classes=classes, embedding_size=DIM)
+
+
 def time_pair(name: str, batch: int, runs: int) -> dict[str, float | None]:
     """Median wall and CPU seconds of one forward + backward, ours and PML's (None if skipped)."""
     import torch
-    from pytorch_metric_learning import losses as pml
 
     torch.set_num_threads(1)
 
     emb, labels = inputs(batch)
-    ours = getattr(C, name)()
     x, y = jnp.asarray(emb), jnp.asarray(labels)
-    step = jax.jit(jax.value_and_grad(lambda e, l: ours(e, l)))
+    step = our_step(name, batch)
 
     def run_ours():
         jax.block_until_ready(step(x, y))
 
     fns = [run_ours]
     if reference_bytes(name, batch) <= MAX_REFERENCE_BYTES:
-        theirs = getattr(pml, name)()
+        theirs = their_loss(name, batch)
         tl = torch.from_numpy(labels.astype(np.int64))
 
         def run_theirs():
@@ -273,7 +317,10 @@ def main() -> None:
         default=min(os.sched_getaffinity(0)),
         help="the core to pin to (default: the lowest allowed)",
     )
-    parser.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES, metavar="NAME")
+    all_losses = LOSSES + ISSUE16_LOSSES
+    parser.add_argument(
+        "--losses", nargs="+", default=all_losses, choices=all_losses, metavar="NAME"
+    )
     parser.add_argument("--batches", nargs="+", type=int, default=None, help="default 256 1024")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory comparison")
     parser.add_argument("--cbm", action="store_true", help="add the CrossBatchMemory rows")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -22,24 +23,123 @@ from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.tuples import pair_weights
 
-__all__ = ["AngularLoss", "positive_buckets"]
+__all__ = ["AngularLoss", "exact_losses"]
 
 
-def positive_buckets(num_ref: int) -> tuple[int, ...]:
-    """The static numbers of positive slots per anchor a loss is compiled for: 8, 64, 512, ...
-    capped at ``num_ref`` (at most 8x the slots needed), or one branch of ``num_ref`` slots up to
-    64 samples, where the O(B³) work is small and each compiled branch costs more than it saves."""
-    if num_ref <= 64:
-        return (num_ref,)
-    sizes = {min(num_ref, 8**i) for i in range(1, int(math.log(num_ref, 8)) + 2)}
-    return tuple(sorted(sizes))
+def exact_losses(
+    a_q: jax.Array, a_r: jax.Array, cos_qr: jax.Array, keep: jax.Array, c2: float
+) -> jax.Array:
+    """``log(1 + sum_n keep[a, n] exp(a_q[a, n] + a_r[p, n] - c2 cos_qr[a, p]))`` for every
+    (a, p), each with its own shift: anchor blocks of at most 4M terms, rematerialised in the
+    backward pass (O(B³) time, O(B²) memory)."""
+    n_query, n_ref = cos_qr.shape
+
+    def block(args: tuple[jax.Array, ...]) -> jax.Array:
+        a_row, keep_row, cos_row = args
+        f = a_row[None, :] + a_r - c2 * cos_row[:, None]  # [p, n]
+        kept = jnp.where(keep_row[None, :], f, -jnp.inf)
+        top = jax.lax.stop_gradient(jnp.maximum(jnp.max(kept, axis=1), 0))
+        return top + jnp.log(jnp.exp(-top) + jnp.sum(jnp.exp(kept - top[:, None]), axis=1))
+
+    rows = max(1, min(n_query, (1 << 22) // max(1, n_ref * n_ref)))
+    return jax.lax.map(jax.checkpoint(block), (a_q, keep, cos_qr), batch_size=rows)
 
 
-def gather_positives(pos: jax.Array, slots: int) -> tuple[jax.Array, jax.Array]:
-    """Per anchor (row), the column indices of its ``slots`` largest pair counts and those counts
-    (the positives first; unused slots have count 0). Shapes (rows, slots)."""
-    counts, index = jax.lax.top_k(pos, slots)
-    return index, counts
+def _row_max(x: jax.Array) -> jax.Array:
+    """Each row's maximum, 0 for a row that is all ``-inf``."""
+    top = jnp.max(x, axis=1)
+    return jnp.where(jnp.isfinite(top), top, 0)
+
+
+def _fast_losses(
+    a_q: jax.Array,
+    a_r: jax.Array,
+    cos_qr: jax.Array,
+    keep: jax.Array,
+    keep_r: jax.Array,
+    c2: float,
+) -> tuple[jax.Array, jax.Array]:
+    """The pair losses from one matmul of shifted exponentials, and where that matmul is safe.
+
+    ``sum_n keep[a, n] exp(u[a, n] + v[p, n])`` is ``e1 @ e2.T`` with ``e1 = keep exp(u -
+    max_a)`` and ``e2 = exp(v - max_p)``; it underflows only if no negative is close to both the
+    anchor and the positive (raw embeddings of large norm).
+    """
+    u = jnp.where(keep, a_q, -jnp.inf)
+    shift_q = jax.lax.stop_gradient(_row_max(u))
+    # A positive p shares the anchor's label, so its negatives are the anchor's: shift by its
+    # largest term among them (row p of ``keep_r``), not by its own similarity to itself.
+    v = jnp.where(keep_r, a_r, -jnp.inf)
+    shift_r = jax.lax.stop_gradient(_row_max(v))
+    total = jnp.exp(u - shift_q[:, None]) @ jnp.exp(v - shift_r[:, None]).T
+    tiny = float(jnp.finfo(total.dtype).tiny / jnp.finfo(total.dtype).eps)
+    safe = total > tiny
+    log_total = jnp.log(jnp.where(safe, total, 1)) + shift_q[:, None] + shift_r[None, :]
+    return jnp.logaddexp(0, log_total - c2 * cos_qr), safe
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _pair_values(
+    a_q: jax.Array,
+    a_r: jax.Array,
+    cos_qr: jax.Array,
+    keep: jax.Array,
+    keep_r: jax.Array,
+    counted: jax.Array,
+    c2: float,
+) -> jax.Array:
+    """The loss of each counted (anchor, positive) pair: the matmul form, or, if it underflows
+    for a counted pair, the exact blocks for those pairs. Differentiated by re-running the
+    chosen path's forward pass in the backward pass (rematerialised), so that the rare exact
+    path costs nothing when it is not taken."""
+    return _pair_values_fwd(a_q, a_r, cos_qr, keep, keep_r, counted, c2)[0]
+
+
+def _pair_values_fwd(
+    a_q: jax.Array,
+    a_r: jax.Array,
+    cos_qr: jax.Array,
+    keep: jax.Array,
+    keep_r: jax.Array,
+    counted: jax.Array,
+    c2: float,
+) -> tuple[jax.Array, Any]:
+    fast, safe = _fast_losses(a_q, a_r, cos_qr, keep, keep_r, c2)
+    exact_needed = jnp.any(counted & ~safe)
+    # The matmul stays outside the conditional (XLA on CPU compiles a dot inside a branch
+    # without its fast library call); the branch holds only the exact elementwise blocks.
+    exact = jax.lax.cond(
+        exact_needed,
+        lambda: exact_losses(a_q, a_r, cos_qr, keep, c2),
+        lambda: jnp.zeros_like(fast),
+    )
+    values = jnp.where(counted, jnp.where(safe, fast, exact), 0)
+    return values, (a_q, a_r, cos_qr, keep, keep_r, counted, safe, exact_needed)
+
+
+def _pair_values_bwd(c2: float, res: Any, g: jax.Array) -> tuple[Any, ...]:
+    a_q, a_r, cos_qr, keep, keep_r, counted, safe, exact_needed = res
+    g = jnp.where(counted, g, 0)
+
+    def fast_fn(a_q: jax.Array, a_r: jax.Array, cos_qr: jax.Array) -> jax.Array:
+        return _fast_losses(a_q, a_r, cos_qr, keep, keep_r, c2)[0]
+
+    def exact_fn(a_q: jax.Array, a_r: jax.Array, cos_qr: jax.Array) -> jax.Array:
+        return exact_losses(a_q, a_r, cos_qr, keep, c2)
+
+    _, fast_vjp = jax.vjp(fast_fn, a_q, a_r, cos_qr)
+    grads = fast_vjp(jnp.where(safe, g, 0))
+    g_exact = jnp.where(safe, 0, g)
+    exact_grads = jax.lax.cond(
+        exact_needed,
+        lambda: jax.vjp(exact_fn, a_q, a_r, cos_qr)[1](g_exact),
+        lambda: (jnp.zeros_like(a_q), jnp.zeros_like(a_r), jnp.zeros_like(cos_qr)),
+    )
+    d_q, d_r, d_cos = (a + b for a, b in zip(grads, exact_grads, strict=True))
+    return d_q, d_r, d_cos, None, None, None
+
+
+_pair_values.defvjp(_pair_values_fwd, _pair_values_bwd)
 
 
 @register(
@@ -67,10 +167,11 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
     loss is 0 when there is no positive pair or no negative pair. As in pytorch-metric-learning, the
     negatives enter un-normalised (the paper normalises them).
 
-    Cost: the inner products come from one (B, B) matmul; each anchor's positives are gathered
-    into a fixed number of slots (the smallest power of 8, capped at B, that holds the largest
-    number of positives of any anchor, chosen at run time among compiled branches), so the work
-    is O(B² · slots) rather than O(B³).
+    Cost: the sums over the negatives of every (anchor, positive) pair are one (B, B) x (B, B)
+    matmul of exponentials shifted per anchor and per positive (no (B, B, B) array). Should that
+    product underflow for a counted pair (only for raw embeddings of large norm, and no negative
+    near both the anchor and the positive), the pairs are recomputed with their own shifts in
+    rematerialised anchor blocks, at O(B³) cost for that call only.
 
     Args:
         alpha: The angle bound in degrees, in (0, 90). Default 40.
@@ -136,36 +237,8 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
         keep = query_labels[:, None] != ref_labels[None, :]
         enough = jnp.any(pos > 0) & jnp.any(neg > 0)
         weights = jnp.where(enough, pos, 0).astype(query.dtype)
-        n_query, n_ref = pos.shape
-
-        def for_slots(slots: int) -> jax.Array:
-            index, counts = gather_positives(pos, slots)
-
-            def block(args: tuple[jax.Array, ...]) -> jax.Array:
-                a_row, keep_row, cos_row, idx = args
-                # F[k, n] = c1 (x_a + x_p) . x_n - c2 x_a . x_p for the anchor's slot k.
-                f = a_row[None, :] + a_r[idx] - c2 * cos_row[idx][:, None]
-                kept = jnp.where(keep_row[None, :], f, -jnp.inf)
-                # log(1 + sum exp(F)) shifted by max(0, max F); exp(-inf) = 0 drops the others.
-                top = jax.lax.stop_gradient(jnp.maximum(jnp.max(kept, axis=1), 0))
-                total = jnp.exp(-top) + jnp.sum(jnp.exp(kept - top[:, None]), axis=1)
-                return top + jnp.log(total)
-
-            args = (a_q, keep, cos_qr, index)
-            block_rows = max(1, (1 << 22) // (slots * n_ref))
-            if block_rows >= n_query:
-                per_slot = jax.vmap(block)(args)
-            else:
-                # Anchor blocks of at most 4M (slot, negative) terms, recomputed in the backward
-                # pass rather than stored: O(B²) memory whatever the number of positives.
-                per_slot = jax.lax.map(jax.checkpoint(block), args, batch_size=block_rows)
-            per_slot = jnp.where(counts > 0, per_slot, 0)
-            rows = jnp.arange(n_query)[:, None]
-            return jnp.zeros((n_query, n_ref), query.dtype).at[rows, index].set(per_slot)
-
-        buckets = positive_buckets(n_ref)
-        most = jnp.max(jnp.sum(pos > 0, axis=1))
-        branch = jnp.sum(jnp.asarray(buckets) < most)
-        branches = [lambda s=s: for_slots(s) for s in buckets]
-        values = jax.lax.switch(branch, branches) if len(branches) > 1 else branches[0]()
+        keep_r = keep if ref is query else ref_labels[:, None] != ref_labels[None, :]
+        counted = (pos > 0) & jnp.any(keep, axis=1)[:, None]
+        values = _pair_values(a_q, a_r, cos_qr, keep, keep_r, counted, c2)
+        values = jnp.where(counted, values, 0)
         return LossTerm(values, weights)
