@@ -14,26 +14,32 @@ __all__ = ["map_anchor_blocks"]
 
 
 def map_anchor_blocks(
-    fn: Callable[..., jax.Array], rows: tuple[jax.Array, ...], fills: tuple[Any, ...]
+    fn: Callable[..., jax.Array],
+    rows: tuple[jax.Array, ...],
+    fills: tuple[Any, ...],
+    *,
+    remat: bool = True,
 ) -> jax.Array:
     """``fn(*row_blocks)`` over blocks of anchors, concatenated: shape (B, ...).
 
-    Each array in ``rows`` is (B, n); the last block is padded with rows of ``fills`` (chosen so
-    that ``fn`` stays finite there; the padding is dropped). ``fn`` is rematerialised in the
-    backward pass (``jax.checkpoint``), so memory stays at one block of (block, n, n) arrays
-    instead of the (B, n, n) residuals a scan would keep.
+    Each array in ``rows`` is (B, ...); the last block is padded with rows of ``fills`` (chosen so
+    that ``fn`` stays finite there; the padding is dropped). With ``remat`` (for large blocks)
+    ``fn`` is rematerialised in the backward pass (``jax.checkpoint``), so memory stays at one
+    block of (block, n, n) arrays instead of the (B, n, n) residuals a scan would keep.
     """
-    batch, width = rows[0].shape
-    block = anchor_block_size(batch)
+    batch = rows[0].shape[0]
+    width = max(x.shape[1] for x in rows)
+    block = anchor_block_size(batch, budget=(1 << 22) * batch // max(1, width))
     n_blocks = -(-batch // block)
     pad = n_blocks * block - batch
 
     def blocks(x: jax.Array, fill: Any) -> jax.Array:
         x = jnp.pad(x, ((0, pad), (0, 0)), constant_values=fill)
-        return x.reshape(n_blocks, block, width)
+        return x.reshape(n_blocks, block, x.shape[1])
 
+    body = lambda args: fn(*args)  # noqa: E731
     out = jax.lax.map(
-        jax.checkpoint(lambda args: fn(*args)),
+        jax.checkpoint(body) if remat else body,
         tuple(blocks(x, f) for x, f in zip(rows, fills, strict=True)),
     )
     return out.reshape((n_blocks * block, *out.shape[2:]))[:batch]

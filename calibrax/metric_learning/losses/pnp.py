@@ -17,6 +17,7 @@ from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarit
 from calibrax.metric_learning.losses._anchor_blocks import map_anchor_blocks
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.losses._positives import switch_on_positives
 from calibrax.metric_learning.losses._standard_call import StandardDistanceLoss
 
 __all__ = ["PNPLoss"]
@@ -25,15 +26,14 @@ VARIANTS = ("Ds", "Dq", "Iu", "Ib", "O")
 
 
 def _negatives_before(
-    sims: jax.Array, is_pos: jax.Array, is_neg: jax.Array, anneal: float
+    sims: jax.Array, pos_sims: jax.Array, is_neg: jax.Array, anneal: float
 ) -> jax.Array:
-    """(n, B): for a block of anchors ``q`` and every ``j``, the smoothed count of ``q``'s
-    negatives ranked above ``j`` (0 where ``j`` is not one of ``q``'s positives)."""
+    """(n, cap): for a block of anchors ``q`` (rows ``sims`` (n, B)) and each of their positives
+    ``j`` (``pos_sims`` (n, cap)), the smoothed count of ``q``'s negatives ranked above ``j``."""
     # [q, j, k]: sigmoid((s_qk - s_qj) / anneal), its exponent clamped to [-50, 50] as in PNP.
-    exponent = jnp.clip((sims[:, :, None] - sims[:, None, :]) / anneal, -50.0, 50.0)
+    exponent = jnp.clip((pos_sims[:, :, None] - sims[:, None, :]) / anneal, -50.0, 50.0)
     above = 1.0 / (1.0 + jnp.exp(exponent))
-    counts = jnp.sum(jnp.where(is_neg[:, None, :], above, jnp.zeros_like(above)), axis=2)
-    return jnp.where(is_pos, counts, jnp.zeros_like(counts))
+    return jnp.sum(jnp.where(is_neg[:, None, :], above, jnp.zeros_like(above)), axis=2)
 
 
 @register(
@@ -62,8 +62,9 @@ class PNPLoss(StandardDistanceLoss):
     when no anchor has a positive. Labels are required; reference embeddings and mined tuples are
     not taken.
 
-    Cost: O(B³) sigmoids as pytorch-metric-learning, evaluated in anchor blocks of O(B²) memory
-    (pytorch-metric-learning holds (B, B, B) arrays).
+    Cost: O(B² g) sigmoids for classes of at most ``g`` samples (pytorch-metric-learning:
+    O(B³), in (B, B, B) arrays): each anchor's positives are gathered into a table whose width is
+    picked at run time among static capacities (see ``_positives``), evaluated in anchor blocks.
 
     Args:
         b: The ``"Ib"`` variant's ``b`` (default 2).
@@ -136,15 +137,19 @@ class PNPLoss(StandardDistanceLoss):
         has_pos = jnp.any(same & ~eye, axis=1)
         # Positives include the anchor itself, for anchors that have another positive.
         is_pos = same & has_pos[:, None]
-        counts = map_anchor_blocks(
-            lambda s, p, n: _negatives_before(s, p, n, self.anneal),
-            (sims, is_pos, ~same),
-            (0, False, False),
-        )
-        zero = jnp.zeros_like(counts)
-        shaped = jnp.where(is_pos, self._shape(jnp.where(is_pos, counts, zero)), zero)
+
+        def branch(index: jax.Array, valid: jax.Array) -> jax.Array:
+            counts = map_anchor_blocks(
+                lambda s, p, n: _negatives_before(s, p, n, self.anneal),
+                (sims, jnp.take_along_axis(sims, index, axis=1), ~same),
+                (0, 0, False),
+            )
+            zero = jnp.zeros_like(counts)
+            return jnp.sum(jnp.where(valid, self._shape(jnp.where(valid, counts, zero)), zero), 1)
+
+        shaped_sums = switch_on_positives(is_pos, branch)
         n_pos = jnp.sum(is_pos, axis=1).astype(sims.dtype)
-        per_anchor = jnp.sum(shaped, axis=1) / jnp.where(has_pos, n_pos, 1)
+        per_anchor = shaped_sums / jnp.where(has_pos, n_pos, 1)
         n_anchors = jnp.sum(has_pos).astype(sims.dtype)
         loss = jnp.sum(jnp.where(has_pos, per_anchor, 0)) / jnp.maximum(n_anchors, 1)
         if self.variant == "Dq":

@@ -17,6 +17,7 @@ from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
 from calibrax.metric_learning.losses._anchor_blocks import map_anchor_blocks
 from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.losses._positives import switch_on_positives
 from calibrax.metric_learning.losses._sample_weights import sample_weights
 from calibrax.metric_learning.losses._standard_call import StandardDistanceLoss
 
@@ -33,19 +34,29 @@ def _example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
     return fn, (embeddings, labels)
 
 
-def _anchor_ap(sims: jax.Array, raw: jax.Array, same: jax.Array, temperature: float) -> jax.Array:
-    """Smoothed AP of a block of anchors: ``sims``/``raw`` (n, B) rows, ``same`` (n, B) bool."""
-    batch = sims.shape[1]
-    off = ~jnp.eye(batch, dtype=bool)[None]
-    # [a, l, m]: how much m is ranked above l for anchor a (l = the candidate positive).
-    above_all = jax.nn.sigmoid((sims[:, None, :] - sims[:, :, None]) / temperature)
-    above_pos = jax.nn.sigmoid((raw[:, None, :] - raw[:, :, None]) / temperature)
-    zero = jnp.zeros_like(above_all)
-    all_rank = 1 + jnp.sum(jnp.where(off, above_all, zero), axis=2)
-    pos_rank = 1 + jnp.sum(jnp.where(off & same[:, None, :], above_pos, zero), axis=2)
-    ratio = jnp.where(same, pos_rank / all_rank, jnp.zeros_like(all_rank))
-    group = jnp.sum(same, axis=1).astype(sims.dtype)
-    return jnp.sum(ratio, axis=1) / group
+def _anchor_ap(
+    sims: jax.Array,
+    pos_sims: jax.Array,
+    pos_raw: jax.Array,
+    index: jax.Array,
+    valid: jax.Array,
+    temperature: float,
+) -> jax.Array:
+    """Smoothed AP of a block of anchors: ``sims`` (n, B) their rows; ``pos_sims``/``pos_raw``
+    (n, cap) the entries of their positives (``index`` (n, cap), ``valid`` marks the real ones)."""
+    batch, cap = sims.shape[1], index.shape[1]
+    zero = jnp.zeros((), sims.dtype)
+    # [a, j, m]: how much m is ranked above a's positive j, over the whole batch but j itself.
+    above_all = jax.nn.sigmoid((sims[:, None, :] - pos_sims[:, :, None]) / temperature)
+    not_self = index[:, :, None] != jnp.arange(batch, dtype=index.dtype)[None, None, :]
+    all_rank = 1 + jnp.sum(jnp.where(not_self, above_all, zero), axis=2)
+    # [a, j, k]: the same within a's positives (pytorch-metric-learning uses the matrix before
+    # ``power`` here).
+    above_pos = jax.nn.sigmoid((pos_raw[:, None, :] - pos_raw[:, :, None]) / temperature)
+    others = valid[:, None, :] & ~jnp.eye(cap, dtype=bool)[None]
+    pos_rank = 1 + jnp.sum(jnp.where(others, above_pos, zero), axis=2)
+    ratio = jnp.where(valid, pos_rank / all_rank, zero)
+    return jnp.sum(ratio, axis=1) / jnp.sum(valid, axis=1).astype(sims.dtype)
 
 
 @register(
@@ -81,8 +92,10 @@ class SmoothAPLoss(StandardDistanceLoss):
     Here the classes come from the labels, as in the paper and its reference code (Brown et al.'s
     ``Smooth_AP_loss.py``), whatever the batch's order.
 
-    Cost: every anchor ranks every pair of samples, O(B³) sigmoids (as pytorch-metric-learning),
-    evaluated in anchor blocks of O(B²) memory (pytorch-metric-learning holds (B, B, B) arrays).
+    Cost: each anchor ranks the batch for each of its positives, O(B² g) sigmoids for classes of
+    ``g`` samples (pytorch-metric-learning: O(B³), in (B, B, B) arrays): the positives are
+    gathered into a table whose width is picked at run time among static capacities (see
+    ``_positives``), and evaluated in anchor blocks of bounded memory.
 
     Args:
         temperature: ``τ`` (default 0.01).
@@ -149,10 +162,18 @@ class SmoothAPLoss(StandardDistanceLoss):
         normed = self.distance.maybe_normalize(emb)
         raw = sims if self.distance.power == 1 else self.distance.compute_mat(normed, normed)
         same = labels[:, None] == labels[None, :]
-        # Padding anchors rank constant rows within one class: finite, and discarded.
-        ap = map_anchor_blocks(
-            lambda s, r, m: _anchor_ap(s, r, m, self.temperature), (sims, raw, same), (0, 0, True)
-        )
+
+        def branch(index: jax.Array, valid: jax.Array) -> jax.Array:
+            pos_sims = jnp.take_along_axis(sims, index, axis=1)
+            pos_raw = pos_sims if raw is sims else jnp.take_along_axis(raw, index, axis=1)
+            # Padding anchors rank constant rows among one real positive: finite, discarded.
+            return map_anchor_blocks(
+                lambda *rows: _anchor_ap(*rows, self.temperature),
+                (sims, pos_sims, pos_raw, index, valid),
+                (0, 0, 0, 0, True),
+            )
+
+        ap = switch_on_positives(same, branch)
         sizes = jnp.sum(same, axis=1)
         equal = jnp.all(sizes == sizes[0])
         losses = (1 - ap) * sample_weights(indices_tuple, batch, ap.dtype)
