@@ -131,6 +131,8 @@ class ClassWeightLoss(nnx.Module):
     ) -> Float[Array, ""]:
         values = self._per_sample(embeddings, labels)
         reducer = self.reducer if self.reducer is not None else MeanReducer()
+        if hasattr(reducer, "bind"):  # reducers that use the labels (ClassWeightedReducer...)
+            reducer = reducer.bind(labels)
         return reducer(values, jnp.ones_like(values))
 
     def validate_inputs(self, embeddings: jax.Array, labels: jax.Array) -> None:
