@@ -57,7 +57,7 @@ class MPerClassSampler:
         >>> from calibrax.metric_learning import MPerClassSampler
         >>> sampler = MPerClassSampler(np.repeat(np.arange(4), 5), m=2, batch_size=4,
         ...                            length_before_new_iter=8, seed=0)
-        >>> [np.bincount(np.repeat(np.arange(4), 5)[b], minlength=4).max() for b in sampler]
+        >>> [int(np.bincount(np.repeat(np.arange(4), 5)[b], minlength=4).max()) for b in sampler]
         [2, 2]
     """
 

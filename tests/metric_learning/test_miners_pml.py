@@ -17,6 +17,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
+from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning.miners import distance_weighted_miner as pml_dw_module
 
 import calibrax.metric_learning as C
@@ -227,6 +228,12 @@ def test_distance_weighted_draws_through_triplet_loss_match_pml():
         torch.tensor(x), torch.tensor(y), tuple(torch.tensor(t) for t in (a, p, n))
     )
     np.testing.assert_allclose(float(value), ref.item(), rtol=1e-10)
+    # A pair loss counts each triplet's pairs once per draw (PML's convert_to_pairs).
+    pair_value = C.ContrastiveLoss(reducer=C.MeanReducer())(jnp.asarray(x), jnp.asarray(y), mask)
+    pair_ref = pml_losses.ContrastiveLoss(reducer=pml_reducers.MeanReducer())(
+        torch.tensor(x), torch.tensor(y), tuple(torch.tensor(t) for t in (a, p, n))
+    )
+    np.testing.assert_allclose(float(pair_value), pair_ref.item(), rtol=1e-10)
 
 
 def test_uniform_histogram_expected_counts_match_pml_bins_and_draws_obey_them():

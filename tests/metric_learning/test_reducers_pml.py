@@ -31,8 +31,9 @@ CLASS_WEIGHTS = [0.5, 2.0, 1.5, 3.0, 0.25, 1.0, 0.7, 1.3, 0.9, 2.2]
 
 def _ours(loss, x, labels, miner=None):
     def f(e):
-        idx = None if miner is None else miner(e, jnp.asarray(labels))
-        return loss(e, jnp.asarray(labels), idx)
+        if miner is None:
+            return loss(e, jnp.asarray(labels))
+        return loss(e, jnp.asarray(labels), miner(e, jnp.asarray(labels)))
 
     value, grad = jax.value_and_grad(f)(jnp.asarray(x))
     return float(value), np.asarray(grad)
@@ -189,6 +190,29 @@ def test_class_weighted_per_sample_loss_against_pml_losses():
     np.testing.assert_allclose(
         float(ours(jnp.asarray(x), jnp.asarray(labels))), expected, rtol=RTOL
     )
+
+
+@pytest.mark.parametrize("name", ["ArcFaceLoss", "CosFaceLoss"])
+def test_class_weighted_and_per_anchor_in_class_weight_losses_match_pml(name):
+    from flax import nnx
+
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 3, 3, 1])
+    x = _emb(9)
+    w = torch.tensor(CLASS_WEIGHTS[:4], dtype=torch.float64)
+    for ours_r, theirs_r in [
+        (C.ClassWeightedReducer(CLASS_WEIGHTS[:4]), pml_reducers.ClassWeightedReducer(w)),
+        (
+            C.PerAnchorReducer(C.ClassWeightedReducer(CLASS_WEIGHTS[:4])),
+            pml_reducers.PerAnchorReducer(pml_reducers.ClassWeightedReducer(w)),
+        ),
+    ]:
+        torch.manual_seed(0)
+        theirs = getattr(pml_losses, name)(
+            num_classes=4, embedding_size=5, reducer=theirs_r
+        ).double()
+        ours = getattr(C, name)(4, 5, reducer=ours_r, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+        ours.W[...] = jnp.asarray(theirs.W.detach().numpy())
+        _check(_ours(ours, x, labels), _theirs(theirs, x, labels))
 
 
 def test_divisor_reducer_matches_pml():

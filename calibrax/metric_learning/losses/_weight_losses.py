@@ -163,6 +163,8 @@ class ClassWeightLoss(nnx.Module):
         pytorch-metric-learning: a sample the miner left out counts as a 0)."""
         values = self._per_sample(embeddings, labels) * miner_weights
         reducer = self.reducer if self.reducer is not None else MeanReducer()
+        if hasattr(reducer, "bind"):  # reducers that use the labels (ClassWeightedReducer...)
+            reducer = reducer.bind(labels)
         return reducer(values, jnp.ones_like(values))
 
     def validate_inputs(
