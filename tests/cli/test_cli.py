@@ -555,3 +555,18 @@ def test_pytorch_fid_file_count_is_unknown_and_2048_features_name_the_backbone(
         "got 2048; 2048 features are InceptionV3-FID's, as pytorch-fid writes them: use "
         'backbone="inception-v3-fid" (--backbone inception-v3-fid)'
     ) in err, err
+
+
+def test_train_lpips_prints_the_payoff_table(capsys):
+    from calibrax.cli.main import _print_human
+
+    rows = [
+        {"name": "oracle (true severities)", "score": 0.9, "low": 0.88, "high": 0.92},
+        {"name": "LPIPS trained heads", "score": 0.85, "low": 0.83, "high": 0.87},
+    ]
+    _print_human({"payoff": rows, "gap_closed": 0.8, "net": "efficientnet-lite0"})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "method                    2AFC    95% bootstrap interval"
+    assert out[2] == "oracle (true severities)  0.9000  [0.8800, 0.9200]"
+    assert out[3] == "LPIPS trained heads       0.8500  [0.8300, 0.8700]"
+    assert out[4:] == ["gap_closed: 0.800000", "net: efficientnet-lite0"]
