@@ -314,9 +314,9 @@ class SyntheticTwoAFC:
         return self._severities
 
     def levels(self) -> np.ndarray:
-        """The true distortion levels of ``p0`` and ``p1`` of every example, shape (n, 2), int.
+        """The distortion levels of ``p0`` and ``p1`` of every example, shape (n, 2), int.
 
-        Ordering pairs by these is the oracle of :func:`calibrax.learned.payoff_table`.
+        With ``judge="levels"`` these are the true severities (:meth:`severities`).
         """
         return np.stack([self._draw(i)[3] for i in range(self.num_examples)]).astype(np.int64)
 

@@ -593,3 +593,18 @@ def test_cmmd_command_defaults_to_clip_and_refuses_a_reference(folders, tmp_path
         f"calibrax: error: expected two image folders for cmmd (a reference file does not hold "
         f"its normalized embeddings), got the reference {ref!r}"
     )
+
+
+def test_train_lpips_prints_the_payoff_table(capsys):
+    from calibrax.cli.main import _print_human
+
+    rows = [
+        {"name": "oracle (true severities)", "score": 0.9, "low": 0.88, "high": 0.92},
+        {"name": "LPIPS trained heads", "score": 0.85, "low": 0.83, "high": 0.87},
+    ]
+    _print_human({"payoff": rows, "gap_closed": 0.8, "net": "efficientnet-lite0"})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "method                    2AFC    95% bootstrap interval"
+    assert out[2] == "oracle (true severities)  0.9000  [0.8800, 0.9200]"
+    assert out[3] == "LPIPS trained heads       0.8500  [0.8300, 0.8700]"
+    assert out[4:] == ["gap_closed: 0.800000", "net: efficientnet-lite0"]

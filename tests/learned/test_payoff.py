@@ -119,7 +119,8 @@ def test_gap_closed_and_table_format():
     ]
     assert gap_closed(rows) == pytest.approx(0.75)
     text = format_payoff_table(rows)
-    assert "LPIPS trained heads    0.8500  [0.8300, 0.8700]" in text
+    # Names padded to the longest ("oracle (true severities)", 24 characters) plus two spaces.
+    assert "LPIPS trained heads" + " " * 7 + "0.8500  [0.8300, 0.8700]" in text
     with pytest.raises(ValueError, match=re.escape("expected a row named 'LPIPS trained heads'")):
         gap_closed(rows[:2])
     with pytest.raises(
