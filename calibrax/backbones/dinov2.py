@@ -59,7 +59,7 @@ from calibrax.backbones._zoo import register_backbone
 from calibrax.core import checks
 from calibrax.core.registry import register
 
-__all__ = ["DINOV2_VARIANTS", "DINOv2", "DINOv2Output"]
+__all__ = ["DINOV2_VARIANTS", "DINOv2", "DINOv2Output", "swiglu_hidden"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,13 +81,19 @@ class DINOv2Output(NamedTuple):
     """Everything one forward pass computes.
 
     Attributes:
-        cls_token: ``(batch, dim)`` CLS token after the final norm (the embedding).
+        features: ``(batch, dim)`` CLS token after the final norm: the embedding (also
+            :attr:`cls_token`; named ``features`` as every backbone's ``forward`` output is).
         patch_tokens: ``(batch, h, w, dim)`` patch tokens after the final norm, ``h = height // 14``
             and ``w = width // 14``.
     """
 
-    cls_token: jax.Array
+    features: jax.Array
     patch_tokens: jax.Array
+
+    @property
+    def cls_token(self) -> jax.Array:
+        """The CLS token after the final norm (the same array as :attr:`features`)."""
+        return self.features
 
 
 class _PatchEmbed(nnx.Module):
@@ -333,7 +339,7 @@ class DINOv2(nnx.Module):
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        return DINOv2Output(cls_token=x[:, 0], patch_tokens=x[:, 1:].reshape(batch, h0, w0, dim))
+        return DINOv2Output(features=x[:, 0], patch_tokens=x[:, 1:].reshape(batch, h0, w0, dim))
 
     def forward(self, images: Float[Array, "batch h w 3"]) -> DINOv2Output:
         """CLS embedding and patch tokens of ``images``.
@@ -357,7 +363,7 @@ class DINOv2(nnx.Module):
 
     def __call__(self, images: Float[Array, "batch h w 3"]) -> Float[Array, "batch dim"]:
         """The CLS embedding of ``images`` (see :meth:`forward`)."""
-        return self.forward(images).cls_token
+        return self.forward(images).features
 
 
 @functools.partial(jax.jit, static_argnums=0)

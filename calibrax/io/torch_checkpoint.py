@@ -28,6 +28,14 @@ from them with bounds-checked offsets and strides, then copied. Objects the unpi
 Formats: the zip format (torch >= 1.6 default) and the legacy single-stream format (what
 ``torch.save(..., _use_new_zipfile_serialization=False)`` writes, used by many published weight
 files, including EfficientNet-Lite0's). The pre-1.0 tar format is refused with a clear error.
+
+TorchScript archives (``torch.jit.save``; OpenAI's released CLIP ``.pt`` files) are read for their
+tensors only: their ``data.pkl`` pickles each scripted module as ``__torch__.<class>`` rebuilt
+with ``NEWOBJ`` and given its attributes with ``BUILD``. In an archive that has TorchScript's
+``code/`` folder (and only there), every ``__torch__.*`` name resolves to one inert record class
+whose state setter keeps the attribute dict as data (no TorchScript code is read or run); the
+record's tensors and sub-records are flattened with dotted names, which are the module's
+``state_dict()`` keys, and its other attributes (``training`` flags, ints) are left out.
 """
 
 from __future__ import annotations
@@ -147,6 +155,20 @@ class _StorageView(_Inert):
         self.numel = numel
 
 
+class _ScriptObject:
+    """A TorchScript module from a ``torch.jit.save`` archive: its attribute dict, as data."""
+
+    __slots__ = ("attributes",)
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise UnsafeCheckpointError(
+                "expected a TorchScript module's state to be an attribute dict, got "
+                f"{type(state).__name__}; refused"
+            )
+        self.attributes = state
+
+
 class _Tensor(_Inert):
     __slots__ = ("dtype", "neg", "offset", "size", "storage", "stride")
 
@@ -244,13 +266,16 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: IO[bytes], source: str):
+    def __init__(self, file: IO[bytes], source: str, *, torchscript: bool = False):
         super().__init__(file)
         self._source = source
+        self._torchscript = torchscript
         self.storages: dict[str, _Storage] = {}
         self.views: dict[str, _StorageView] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        if self._torchscript and (module == "__torch__" or module.startswith("__torch__.")):
+            return _ScriptObject
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
@@ -346,7 +371,13 @@ def _materialize(t: _Tensor, byteorder: str) -> np.ndarray:
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, np.ndarray], byteorder: str) -> None:
-    if isinstance(obj, _Tensor):
+    if isinstance(obj, _ScriptObject):
+        for k, v in getattr(obj, "attributes", {}).items():
+            if not isinstance(k, str):
+                raise CheckpointError(f"expected string attribute names, got {k!r}")
+            if isinstance(v, (_Tensor, _ScriptObject)):
+                _flatten(v, f"{prefix}{k}.", out, byteorder)
+    elif isinstance(obj, _Tensor):
         key = prefix[:-1]
         if key in out:
             raise CheckpointError(f"expected unique flattened keys, got {key!r} twice")
@@ -381,13 +412,14 @@ def _load_zip(path: str, source: str) -> tuple[Any, dict[str, _Storage], str]:
         if len(pickles) != 1:
             raise _not_a_checkpoint(source, "a zip archive without exactly one <archive>/data.pkl")
         prefix = pickles[0][: -len("data.pkl")]
+        torchscript = any(n.startswith(prefix + "code/") for n in names)
         byteorder = "little"
         if prefix + "byteorder" in names:
             byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
                 raise CheckpointError(f"expected byteorder 'little' or 'big', got {byteorder!r}")
         with zf.open(pickles[0]) as f:
-            unpickler = _RestrictedUnpickler(f, source)
+            unpickler = _RestrictedUnpickler(f, source, torchscript=torchscript)
             result = unpickler.load()
         for key, storage in unpickler.storages.items():
             record = f"{prefix}data/{key}"
@@ -463,6 +495,7 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
     Nested containers are flattened: dict keys and list/tuple indices are joined with ``"."`` (a
     state dict, already flat, keeps its keys; ``{"model": {"fc.weight": t}}`` gives
     ``"model.fc.weight"``). Python numbers become 0-d arrays; strings and ``None`` are left out.
+    A TorchScript archive gives its modules' tensors under their ``state_dict()`` names.
 
     Args:
         path: The ``.pth``/``.pt`` file.
@@ -487,7 +520,7 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
             result, _, byteorder = _load_zip(source, source)
         else:
             result, _, byteorder = _load_legacy(source, source)
-        if not isinstance(result, dict):
+        if not isinstance(result, (dict, _ScriptObject)):
             raise CheckpointError(
                 f"expected `{source}` to hold a dict of tensors, got {type(result).__name__}"
             )

@@ -25,6 +25,7 @@ the unmodified ``Dinov2Model`` is the reference.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import re
@@ -382,6 +383,88 @@ def test_clip_import_with_alias_matches(home, clip_model, photos, tmp_path, suff
     assert _relative(ours, ref) <= RTOL
     rows = {r["name"]: r for r in weights_mod.weights_status(home)}
     assert rows[alias]["sha256"] == digest and rows[alias]["licence"] == "user"
+
+
+class _QuickGELU(torch.nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class _OpenAIBlock(torch.nn.Module):
+    """OpenAI CLIP's residual block (torch modules under OpenAI's names), sequence-first."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(width, heads)
+        self.ln_1 = torch.nn.LayerNorm(width)
+        self.mlp = torch.nn.Sequential(
+            collections.OrderedDict(
+                c_fc=torch.nn.Linear(width, 4 * width),
+                gelu=_QuickGELU(),
+                c_proj=torch.nn.Linear(4 * width, width),
+            )
+        )
+        self.ln_2 = torch.nn.LayerNorm(width)
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class _OpenAIVisual(torch.nn.Module):
+    def __init__(self, width=64, layers=2, heads=4, patch=32, grid=7, embed=32):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, width, patch, stride=patch, bias=False)
+        self.class_embedding = torch.nn.Parameter(torch.zeros(width))
+        self.positional_embedding = torch.nn.Parameter(torch.zeros(grid * grid + 1, width))
+        self.ln_pre = torch.nn.LayerNorm(width)
+        self.transformer = torch.nn.Module()
+        self.transformer.resblocks = torch.nn.Sequential(
+            *[_OpenAIBlock(width, heads) for _ in range(layers)]
+        )
+        self.ln_post = torch.nn.LayerNorm(width)
+        self.proj = torch.nn.Parameter(torch.zeros(width, embed))
+
+    def forward(self, x):
+        x = self.conv1(x).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)
+        x = self.ln_pre(torch.cat([cls, x], dim=1) + self.positional_embedding)
+        x = self.transformer.resblocks(x.transpose(0, 1)).transpose(0, 1)
+        return self.ln_post(x[:, 0]) @ self.proj
+
+
+class _OpenAICLIP(torch.nn.Module):
+    """An image tower plus a stand-in for the text tower's tensors, as in OpenAI's files."""
+
+    def __init__(self):
+        super().__init__()
+        self.visual = _OpenAIVisual()
+        self.token_embedding = torch.nn.Embedding(10, 16)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(4.6))
+
+    def forward(self, x):
+        return self.visual(x)
+
+
+def test_clip_torchscript_archive_like_openai(home, clip_model, photos, tmp_path):
+    """A ``torch.jit.save`` archive (OpenAI's release format) of an OpenAI-layout model."""
+    model = _OpenAICLIP().eval()
+    sd = {k: torch.from_numpy(v) for k, v in _clip_openai_state_dict(clip_model).items()}
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in sd.items() if k.startswith("visual.")}, strict=False
+    )
+    assert set(missing) == {"token_embedding.weight", "logit_scale"} and not unexpected
+    x = _nchw(photos, CLIP_MEAN, CLIP_STD)
+    traced = torch.jit.trace(model, x[:1])
+    path = tmp_path / "ViT-tiny-jit.pt"
+    torch.jit.save(traced, str(path))
+    with torch.no_grad():
+        openai_ref = traced(x).numpy()
+    hf_ref = _clip_reference(clip_model, photos)
+    assert _relative(openai_ref, hf_ref) <= RTOL  # the two torch references agree
+    import_weights("clip-tiny", path, alias="jit-clip", home=home)
+    assert _relative(load("jit-clip", home=home)(photos), openai_ref) <= RTOL
 
 
 def test_clip_transformers_layout_is_converted(home, clip_model, photos, tmp_path):
