@@ -81,7 +81,14 @@ class InstanceLoss(NonFiniteIsNaN, DistanceLoss):
         """Cosine similarity, as in pytorch-metric-learning."""
         return CosineSimilarity()
 
-    def validate_inputs(self, embeddings: Any, labels: Any, indices_tuple: Any = None) -> None:
+    def validate_inputs(
+        self,
+        embeddings: Any,
+        labels: Any,
+        indices_tuple: Any = None,
+        ref_emb: Any = None,
+        ref_labels: Any = None,
+    ) -> Any:
         """As :meth:`BaseMetricLossFunction.validate_inputs`; miner output is refused.
 
         Raises:
@@ -89,7 +96,7 @@ class InstanceLoss(NonFiniteIsNaN, DistanceLoss):
             TypeError: See the base class.
         """
         reject_indices_tuple(type(self).__name__, indices_tuple)
-        super().validate_inputs(embeddings, labels)
+        return super().validate_inputs(embeddings, labels, None, ref_emb, ref_labels)
 
     def compute_terms(
         self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
