@@ -17,7 +17,8 @@ Commands::
     calibrax bench [NAME]       run a benchmark against its performance targets
 
 Exit codes: 0 success; 1 an error in the input or the environment (a one-line message on stderr,
-``--debug`` for the traceback); 2 a usage error (argparse); 3 a benchmark missed a target.
+``--debug`` for the traceback); 2 a usage error (argparse); 3 a benchmark missed a target; 130
+interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TARGET_MISSED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 DEFAULT_BACKBONE = "efficientnet-lite0"
 # calibrax.functional.RESIZE_MODES and "none", spelled out so that parsing does not import jax.
 RESIZE_CHOICES = ("pytorch-fid", "tf1", "clean", "antialias", "none")
@@ -617,7 +621,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--no-progress", dest="progress", action="store_false", help="hide progress bars"
         )
-        p.add_argument("--debug", action="store_true", help="show the traceback on errors")
+        # SUPPRESS: `calibrax --debug CMD` (the top-level flag) is not reset by the subcommand.
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the traceback on errors",
+        )
 
     def collection(p: argparse.ArgumentParser, default: str) -> None:
         p.add_argument(
@@ -727,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="checkpoint directory for the fitted head")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_calibrate, progress=False)
 
     p = sub.add_parser("weights", help="list or import weight files")
@@ -744,19 +754,55 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_weights, progress=False)
 
     p = sub.add_parser("bench", help="run a benchmark against its performance targets")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench, progress=False)
     return parser
 
 
+_LEAVING = threading.Lock()
+
+
+def _leave_interrupted() -> None:
+    """Say "interrupted" once and end the process with exit code 130, skipping teardown."""
+    _LEAVING.acquire()  # a second caller waits here until the process is gone
+    sys.stdout.flush()
+    os.write(2, b"calibrax: interrupted\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _exit_on_interrupt() -> None:
+    """Make Ctrl-C end the console script at once: "interrupted", exit code 130.
+
+    Python runs its SIGINT handler (``KeyboardInterrupt``) only between bytecodes of the main
+    thread, which can sit for minutes in an XLA compilation. The signal's wake-up byte is read by
+    a watcher thread instead, which leaves without the interpreter's teardown (that can crash while
+    XLA's threads still run).
+    """
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            data = os.read(read_fd, 64)
+            if data and signal.SIGINT in data:
+                _leave_interrupted()
+
+    threading.Thread(target=watch, name="calibrax-interrupt", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``calibrax`` console script; returns the exit code."""
+    if argv is None:
+        _exit_on_interrupt()
     args = build_parser().parse_args(argv)
     args.exit_code = EXIT_OK
     if getattr(args, "batch_size", 1) < 1:
@@ -768,8 +814,10 @@ def main(argv: list[str] | None = None) -> int:
         _setup_jax()
         result = args.func(args)
     except KeyboardInterrupt:
+        if argv is None:
+            _leave_interrupted()
         print("calibrax: interrupted", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_INTERRUPTED
     except Exception as err:
         if args.debug:
             raise

@@ -244,7 +244,20 @@ def nan_unless(value: Any, ok: Any, rows_ok: Any = None) -> Any:
                 flag = ok & jnp.all(rows_ok)
         return jnp.where(flag, x, bad)
 
-    return jax.tree.map(leaf, value)
+    return _map_leaves(leaf, value)
+
+
+def _map_leaves(fn: Callable[[Any], Any], value: Any) -> Any:
+    # jax.tree.map rebuilds a dict with its keys sorted: keep the caller's order instead.
+    if isinstance(value, dict):
+        return type(value)((k, _map_leaves(fn, v)) for k, v in value.items())
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_map_leaves(fn, v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_leaves(fn, v) for v in value)
+    if isinstance(value, (jax.Array, np.ndarray)) or value is None:
+        return fn(value)
+    return jax.tree.map(fn, value)
 
 
 def nan_if_invalid(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -3,8 +3,16 @@
 A checkpoint is a directory holding two Orbax items: ``state``, every variable of
 ``nnx.state(module)`` as a nested dict of arrays, and ``calibrax``, a JSON record with the calibrax
 version, the module's qualified class name, the user's ``metadata`` dict, and a manifest of every
-variable (path, shape, dtype). Restoring compares the manifest with the target module *before*
-Orbax reads any array, so a mismatch is one clear ``ValueError`` naming the variable.
+variable (path, shape, dtype, sha256 of its bytes). Restoring compares the manifest with the
+target module *before* Orbax reads any array, so a mismatch is one clear ``ValueError`` naming the
+variable, and checks every restored array against its sha256, so a changed byte is an error.
+
+A metric (:class:`~calibrax.core.StatefulMetric`) checkpoint also records the metric's settings
+(every plain attribute of the metric and its sub-modules: KID's ``subsets``, ``subset_size``,
+``degree``, ``seed``, a backbone's ``input_size``, ...): restoring into a metric built with other
+settings is an error naming the setting, since its state would silently mean something else. A
+metric checkpoint holds its state, never the frozen backbone weights (:class:`FrozenWeight`): restore
+into a metric built with its backbone.
 
 Saving is atomic: Orbax writes into ``<path>.orbax-checkpoint-tmp``, writes ``commit_success.txt``
 and only then renames the directory to ``<path>``. A save killed part-way leaves at most a
@@ -24,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -57,9 +66,60 @@ def _path_str(path: tuple[Any, ...]) -> str:
     return "/".join(str(p) for p in path)
 
 
+def _is_metric(module: Any) -> bool:
+    from calibrax.core.base import StatefulMetric
+
+    return isinstance(module, StatefulMetric)
+
+
 def _flat_variables(module: nnx.Pytree) -> list[tuple[tuple[Any, ...], Any]]:
-    """``(path, value)`` of every variable in ``module``; abstract values are ShapeDtypeStructs."""
-    return [(tuple(path), var.get_value()) for path, var in nnx.to_flat_state(nnx.state(module))]
+    """``(path, value)`` of every saved variable in ``module`` (a metric's frozen backbone weights
+    are not saved); abstract values are ShapeDtypeStructs."""
+    from calibrax.core.state import FrozenWeight
+
+    state = nnx.state(module, nnx.Not(FrozenWeight)) if _is_metric(module) else nnx.state(module)
+    return [(tuple(path), var.get_value()) for path, var in nnx.to_flat_state(state)]
+
+
+_SETTING_TYPES = (bool, int, float, str, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON when it is a plain setting (scalars, strings, tuples of them), else a
+    sentinel."""
+    if isinstance(value, _SETTING_TYPES) and not isinstance(value, np.generic):
+        return value
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return np.dtype(value).name
+    if isinstance(value, (tuple, list)):
+        items = [_plain(v) for v in value]
+        return _SKIP if any(i is _SKIP for i in items) else items
+    return _SKIP
+
+
+_SKIP = object()
+
+
+def _settings(module: nnx.Pytree) -> dict[str, Any]:
+    """The plain attributes of a metric and of every module inside it (``path/name``), and each
+    sub-module's class: what, besides the arrays, decides what the state means."""
+    out: dict[str, Any] = {}
+    for path, node in nnx.iter_graph(module):
+        if not isinstance(node, nnx.Module):
+            continue
+        prefix = "".join(f"{p}/" for p in path)
+        out[f"{prefix}class"] = _class_name(node)
+        for name, value in vars(node).items():
+            if name.startswith("_"):
+                continue
+            plain = _plain(value)
+            if plain is not _SKIP:
+                out[f"{prefix}{name}"] = plain
+    return out
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(value)).tobytes()).hexdigest()
 
 
 def _is_key(value: Any) -> bool:
@@ -158,6 +218,7 @@ def save_state(
         else:
             value = value if isinstance(value, (jax.Array, np.ndarray)) else np.asarray(value)
             entry["dtype"] = str(value.dtype)
+        entry["sha256"] = _sha256(value)
         arrays[tuple(entry["path"])] = value
         manifest.append(entry)
 
@@ -168,6 +229,8 @@ def save_state(
         "metadata": user_metadata,
         "variables": manifest,
     }
+    if _is_metric(module):
+        record["settings"] = _settings(module)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
         ckptr.save(
@@ -279,6 +342,31 @@ def _check_against(
             )
 
 
+def _check_settings(path: str, stored: dict[str, Any], target: dict[str, Any]) -> None:
+    for name in sorted(set(stored) | set(target)):
+        if name.endswith("/class") or name == "class":
+            continue
+        mine = target.get(name, "(not set)")
+        theirs = stored.get(name, "(not set)")
+        if mine != theirs:
+            raise ValueError(
+                f"expected the metric to have the settings the checkpoint at {path!r} was saved "
+                f"with, got setting `{name}` = {_show(mine)} in the target and {_show(theirs)} in "
+                "the checkpoint (build the metric with the checkpoint's settings)"
+            )
+    for name in sorted(set(stored) | set(target)):
+        if (name.endswith("/class") or name == "class") and stored.get(name) != target.get(name):
+            raise ValueError(
+                f"expected the metric to have the settings the checkpoint at {path!r} was saved "
+                f"with, got `{name}` = {target.get(name)} in the target and {stored.get(name)} "
+                "in the checkpoint"
+            )
+
+
+def _show(value: Any) -> str:
+    return repr(tuple(value)) if isinstance(value, list) else repr(value)
+
+
 def _restore_target(value: Any) -> jax.ShapeDtypeStruct:
     sharding = getattr(value, "sharding", None)
     if sharding is None:
@@ -325,6 +413,10 @@ def restore_state(path: os.PathLike | str, abstract_module: M, *, strict_class: 
             f"expected a checkpoint of {_class_name(abstract_module)}, got one of "
             f"{record['class_name']} at {path!r} (pass strict_class=False to restore anyway)"
         )
+    if _is_metric(abstract_module):
+        if "settings" in record:
+            _check_settings(path, record["settings"], _settings(abstract_module))
+        _check_backbone_present(path, abstract_module)
     target = _flat_variables(abstract_module)
     _check_against(path, record, target)
 
@@ -349,6 +441,14 @@ def restore_state(path: os.PathLike | str, abstract_module: M, *, strict_class: 
         raise _orbax_error(path, err) from None
 
     impls = {tuple(v["path"]): v.get("key_impl") for v in record["variables"]}
+    digests = {tuple(v["path"]): v.get("sha256") for v in record["variables"]}
+    for key in keys:
+        digest = digests[key]
+        if digest is not None and _sha256(_lookup(arrays, key)) != digest:
+            raise ValueError(
+                f"expected variable `{_path_str(key)}` of the checkpoint at {path!r} to match its "
+                "recorded sha256, got other bytes (the checkpoint was modified or corrupted)"
+            )
     state = nnx.state(abstract_module)
     flat = dict(nnx.to_flat_state(state))
     for key, var_path in keys.items():
@@ -358,6 +458,18 @@ def restore_state(path: os.PathLike | str, abstract_module: M, *, strict_class: 
         flat[var_path].set_value(value)
     nnx.update(abstract_module, state)
     return abstract_module
+
+
+def _check_backbone_present(path: str, module: nnx.Pytree) -> None:
+    from calibrax.core.state import FrozenWeight
+
+    for var_path, var in nnx.to_flat_state(nnx.state(module, FrozenWeight)):
+        if isinstance(var.get_value(), jax.ShapeDtypeStruct):
+            raise ValueError(
+                f"expected a metric built with its backbone to restore {path!r} into (a metric "
+                f"checkpoint does not carry the frozen backbone weights), got an abstract "
+                f"`{_path_str(tuple(var_path))}`"
+            )
 
 
 class CheckpointManager:

@@ -1,5 +1,5 @@
 """The exact message of every checker in ``calibrax.core.checks``, what passes, and which checks run
-under ``jax.jit`` (shape and dtype: always) or are skipped for tracers (values)."""
+under ``jax.jit`` (shape and dtype: always) or are recorded for tracers (values; see test_jit_checks.py)."""
 
 from __future__ import annotations
 
@@ -508,3 +508,20 @@ def test_check_sample_weight():
     # Under jit a bad weight cannot raise: it becomes NaN, which poisons the total.
     out = jax.jit(lambda w: checks.check_sample_weight(w, 3))(jnp.array([1.0, -1.0, INF]))
     assert out[0] == 1.0 and np.isnan(out[1]) and np.isnan(out[2])
+
+
+def test_check_not_probabilities():
+    checks.check_not_probabilities(np.array([[2.0, -1.0], [0.2, 0.3]]), "logits")
+    checks.check_not_probabilities(np.zeros((0, 3)), "logits")
+    _raises(
+        ValueError,
+        "expected `logits` to be logits (unnormalised log-probabilities), not probabilities "
+        "(rows in [0, 1] summing to 1); pass their logarithm, got 1 such rows",
+        checks.check_not_probabilities,
+        np.array([[2.0, -1.0], [0.25, 0.75]]),
+        "logits",
+    )
+    # Under jit the rows are recorded in the enclosing scope (see tests/core/test_jit_checks.py).
+    with checks.collect() as scope:
+        jax.jit(lambda x: checks.check_not_probabilities(x, "logits"))(jnp.asarray([[0.5, 0.5]]))
+    assert len(scope.problems) == 1
