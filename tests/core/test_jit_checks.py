@@ -224,6 +224,7 @@ TRACED_COMPUTE = {
 }
 
 
+@pytest.mark.slow  # ~30 compiled updates: the sweep; the rule families below stay fast
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_nan_row_in_every_stateful_metric(name, rng):
     factory, arrays = _batch(name, rng)
@@ -256,6 +257,7 @@ FUNCTIONS = sorted(
 )
 
 
+@pytest.mark.slow  # ~40 compiled functions: the sweep
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_every_registered_function_gives_nan_for_traced_bad_input(name):
     """A NaN (or out-of-range integer) in the first argument: under ``jax.jit`` NaN in every
