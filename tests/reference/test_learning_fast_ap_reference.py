@@ -22,11 +22,6 @@ def test_fast_ap_bins_power_and_miner_match_pml():
     assert_strict_parity(
         C.FastAPLoss(num_bins=4, distance=C.LpDistance()),
         L.FastAPLoss(num_bins=4, distance=D.LpDistance()),
-        names=("mixed", "large_33x16"),
-    )
-    assert_strict_parity(
-        C.FastAPLoss(),
-        L.FastAPLoss(),
         our_miner=C.TripletMarginMiner(margin=0.3, type_of_triplets="semihard"),
         their_miner=M.TripletMarginMiner(margin=0.3, type_of_triplets="semihard"),
         names=("mixed", "two_classes"),

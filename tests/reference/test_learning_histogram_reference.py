@@ -35,7 +35,11 @@ def test_histogram_defaults_match_pml():
 
 def test_histogram_bins_and_miners_match_pml():
     assert_strict_parity(
-        C.HistogramLoss(n_bins=7), L.HistogramLoss(n_bins=7), names=("mixed", "large_33x16")
+        C.HistogramLoss(n_bins=7),
+        L.HistogramLoss(n_bins=7),
+        our_miner=C.PairMarginMiner(pos_margin=0.6, neg_margin=0.9),
+        their_miner=M.PairMarginMiner(pos_margin=0.6, neg_margin=0.9),
+        names=("mixed", "two_classes"),
     )
     assert_strict_parity(
         C.HistogramLoss(delta=0.25),
@@ -43,13 +47,6 @@ def test_histogram_bins_and_miners_match_pml():
         our_miner=C.TripletMarginMiner(margin=0.3, type_of_triplets="semihard"),
         their_miner=M.TripletMarginMiner(margin=0.3, type_of_triplets="semihard"),
         names=("mixed", "two_classes"),
-    )
-    assert_strict_parity(
-        C.HistogramLoss(),
-        L.HistogramLoss(),
-        our_miner=C.PairMarginMiner(pos_margin=0.6, neg_margin=0.9),
-        their_miner=M.PairMarginMiner(pos_margin=0.6, neg_margin=0.9),
-        names=("mixed",),
     )
 
 
