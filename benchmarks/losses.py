@@ -64,7 +64,27 @@ LOSSES = [
     "GeneralizedLiftedStructureLoss",
     "NPairsLoss",
     "MarginLoss",
+    "SignalToNoiseRatioContrastiveLoss",
+    "TupletMarginLoss",
+    "VICRegLoss",
+    "SmoothAPLoss",
+    "RankedListLoss",
+    "ThresholdConsistentMarginLoss",
+    "DynamicSoftMarginLoss",
+    "PNPLoss",
+    "ManifoldLoss",
 ]
+
+# Losses built or called otherwise than ``Loss()(embeddings, labels)``: PML 2.9 defaults, plus the
+# required arguments (RankedListLoss: margin 0.4, Tn 1). VICReg
+# compares the batch with a second view (the embeddings rolled by one row); ManifoldLoss gets
+# the same fixed meta-classes on both sides (each proxy in turn) and both differentiate its
+# proxies too; DynamicSoftMarginLoss and ManifoldLoss hold state, so ours runs under ``nnx.jit``.
+CONSTRUCT = {
+    "RankedListLoss": {"margin": 0.4, "Tn": 1.0},
+    "ManifoldLoss": {"l": DIM},
+}
+STATEFUL = {"DynamicSoftMarginLoss", "ManifoldLoss"}
 
 _PML_MEMORY = """
 import sys, torch
@@ -122,14 +142,20 @@ def interleaved_medians(fns: list, runs: int, chunk: int = 5) -> list[tuple[floa
     ]
 
 
-# PML's NTXent and lifted-structure losses build a (positive pairs x negative pairs) matrix:
+# PML's NTXent, lifted-structure and tuplet-margin losses build a (positive pairs x negative
+# pairs) matrix:
 # 3072 x 1M float32 at B = 1024 (12 GiB). Their PML side is skipped above this many bytes.
-PAIR_BY_PAIR = {"NTXentLoss", "LiftedStructureLoss"}
+PAIR_BY_PAIR = {"NTXentLoss", "LiftedStructureLoss", "TupletMarginLoss"}
+# PML's Smooth-AP and PNP hold about five (B, B, B) float32 arrays: 20 GiB at B = 1024.
+CUBIC = {"SmoothAPLoss": 5, "PNPLoss": 5}
 MAX_REFERENCE_BYTES = 2 * 2**30
 
 
 def reference_bytes(name: str, batch: int) -> int:
-    """Rough size of PML's largest intermediate for the pair-by-pair losses (0 for others)."""
+    """Rough size of PML's largest intermediates for the pair-by-pair and the (B, B, B) losses
+    (0 for others)."""
+    if name in CUBIC:
+        return 4 * CUBIC[name] * batch**3
     if name not in PAIR_BY_PAIR:
         return 0
     pos_pairs = batch * (PER_CLASS - 1)
@@ -145,21 +171,18 @@ def time_pair(name: str, batch: int, runs: int) -> dict[str, float | None]:
     torch.set_num_threads(1)
 
     emb, labels = inputs(batch)
-    ours = getattr(C, name)()
     x, y = jnp.asarray(emb), jnp.asarray(labels)
-    step = jax.jit(jax.value_and_grad(lambda e, l: ours(e, l)))
-
-    def run_ours():
-        jax.block_until_ready(step(x, y))
+    run_ours = ours_step(name, x, y)
 
     fns = [run_ours]
     if reference_bytes(name, batch) <= MAX_REFERENCE_BYTES:
-        theirs = getattr(pml, name)()
+        theirs = getattr(pml, name)(**CONSTRUCT.get(name, {}))
         tl = torch.from_numpy(labels.astype(np.int64))
+        call = reference_call(name, theirs, emb, tl)
 
         def run_theirs():
             te = torch.from_numpy(emb).requires_grad_(True)
-            theirs(te, tl).backward()
+            call(te).backward()
             return te.grad
 
         fns.append(run_theirs)
@@ -171,6 +194,55 @@ def time_pair(name: str, batch: int, runs: int) -> dict[str, float | None]:
         "reference_s": ref_s,
         "reference_cpu_s": ref_cpu,
     }
+
+
+def ours_step(name: str, x: jax.Array, y: jax.Array):
+    """A function running one jitted forward + backward of our loss (see ``CONSTRUCT``)."""
+    from flax import nnx
+
+    kwargs = dict(CONSTRUCT.get(name, {}))
+    if name == "ManifoldLoss":
+        ours = C.ManifoldLoss(kwargs.pop("l"), rngs=nnx.Rngs(0), **kwargs)
+    else:
+        ours = getattr(C, name)(**kwargs)
+    if name == "VICRegLoss":
+        ref = jnp.roll(x, 1, axis=0)
+        step = jax.jit(jax.value_and_grad(lambda e: ours(e, ref_emb=ref)))
+        return lambda: jax.block_until_ready(step(x))
+    if name in STATEFUL:
+        meta = jnp.arange(x.shape[0], dtype=jnp.int32) % 50
+
+        def f(e, model, l):
+            if name == "ManifoldLoss":
+                return model(e, indices_tuple=meta)
+            return model(e, l)
+
+        argnums = (0, 1) if name == "ManifoldLoss" else 0
+        stateful = nnx.jit(nnx.value_and_grad(f, argnums=argnums))
+        return lambda: jax.block_until_ready(stateful(x, ours, y))
+    step = jax.jit(jax.value_and_grad(lambda e, l: ours(e, l)))
+    return lambda: jax.block_until_ready(step(x, y))
+
+
+def reference_call(name: str, theirs, emb: np.ndarray, labels):
+    """PML's ``embeddings -> loss`` for ``name`` (see ``CONSTRUCT``)."""
+    import torch
+
+    if name == "VICRegLoss":
+        ref = torch.from_numpy(np.roll(emb, 1, axis=0))
+        return lambda e: theirs(e, ref_emb=ref)
+    if name == "ManifoldLoss":
+        meta = torch.arange(emb.shape[0]) % 50
+        return lambda e: theirs(e, indices_tuple=meta)
+    if name == "DynamicSoftMarginLoss":
+        # PML keeps the autograd graph in its histogram: a second backward fails unless the
+        # histogram is detached between steps.
+        def call(e):
+            theirs.hist_ = theirs.hist_.detach()
+            return theirs(e, labels)
+
+        return call
+    return lambda e: theirs(e, labels)
 
 
 def memory_pair(batch: int) -> tuple[int, int]:
