@@ -54,6 +54,7 @@ __all__ = [
     "check_regularizer",
     "prepare_inputs",
     "ref_embeddings",
+    "ref_matrix",
     "validate_embeddings_and_labels",
 ]
 
@@ -125,6 +126,17 @@ def ref_embeddings(embeddings: jax.Array, ref: Reference | None) -> jax.Array:
     """The reference embeddings in the dtype of ``embeddings`` (``embeddings`` itself when
     ``ref`` is None)."""
     return embeddings if ref is None else ref.embeddings.astype(embeddings.dtype)
+
+
+def ref_matrix(distance: Any, embeddings: jax.Array, ref: Reference | None) -> jax.Array:
+    """``distance(embeddings, ref rows)`` (the batch with itself when ``ref`` is None); for a
+    ``frozen`` reference (a memory bank) the backward pass computes no gradient for it."""
+    if ref is None:
+        return distance(embeddings)
+    other = ref_embeddings(embeddings, ref)
+    if ref.frozen:
+        return distance.frozen_ref_matrix(embeddings, other)
+    return distance(embeddings, other)
 
 
 def prepare_inputs(

@@ -12,6 +12,7 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from calibrax.core.registry import register
+from calibrax.metric_learning.base import ref_matrix
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
@@ -121,7 +122,7 @@ class TripletMarginLoss(DistanceLoss):
                     "needs the reference set against itself (pytorch-metric-learning indexes the "
                     "batch rows with reference indices there)"
                 )
-            mat = self.distance(emb, working(ref.embeddings).astype(emb.dtype))
+            mat = ref_matrix(self.distance, emb, ref)
         triplets = triplet_mask(indices_tuple, labels, mat.dtype, ref)
         if isinstance(triplets, TripletList):
             return self._listed(mat, triplets, reducer)
