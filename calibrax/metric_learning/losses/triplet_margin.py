@@ -60,6 +60,11 @@ class TripletMarginLoss(DistanceLoss):
     (``jax.checkpoint``) so the backward pass keeps no per-block residuals either. Peak memory is
     O(B²); time is O(B³).
 
+    With ``ref_emb``, triplets are (batch anchor, reference positive, reference negative);
+    ``swap=True`` is then refused (the positive-negative distance would need the reference set
+    against itself; pytorch-metric-learning indexes the batch rows with reference indices
+    there). A padded ``(a, p, n)`` index tuple is evaluated entry by entry (gathers).
+
     Args:
         margin: Default 0.05.
         swap: Use the positive-negative distance when it is smaller (default False).
