@@ -21,9 +21,15 @@ Extension point for a new loss (the contract other losses follow):
    or a :class:`~calibrax.metric_learning.tuples.Reference` holding ``ref_emb`` and
    ``ref_labels`` (every same-label pair is a positive pair). The helpers that take ``ref`` do
    the rest: ``tuples.label_masks(labels, ref)``, ``tuples.pair_weights(indices_tuple, labels,
-   ref)``, ``tuples.triplet_mask(indices_tuple, labels, dtype, ref)``, and
-   ``ref_embeddings(embeddings, ref)`` below; anchors always index the batch, positives and
-   negatives the reference set, so pair matrices are (B, M).
+   ref)``, ``tuples.triplet_mask(indices_tuple, labels, dtype, ref)``, ``ref_matrix(distance,
+   embeddings, ref)`` (the (B, M) distance matrix; no reference gradient for a ``frozen``
+   reference) and ``ref_embeddings(embeddings, ref)`` below; anchors always index the batch,
+   positives and negatives the reference set, so pair matrices are (B, M). The masks also apply
+   the fields wrappers set (``ref.mask``: reference rows that exist; ``ref.query_mask``: batch
+   rows that are anchors, also applied by :meth:`BaseMetricLossFunction.compute_loss` to
+   per-anchor (B,) terms; ``ref.self_index``: each row's own copy, not a positive), so a loss
+   that builds its pairs with these helpers works inside
+   :class:`~calibrax.metric_learning.CrossBatchMemory` unchanged.
 3. Set the class attributes ``supports_ref = True`` only if the loss handles ``ref`` (default
    False: ``ref_emb`` then raises ``ValueError("ref_emb is not supported by <Loss>")``, the
    counterpart of pytorch-metric-learning's ``ref_not_supported``), and ``requires_labels =
@@ -54,6 +60,7 @@ __all__ = [
     "check_regularizer",
     "prepare_inputs",
     "ref_embeddings",
+    "ref_matrix",
     "validate_embeddings_and_labels",
 ]
 
@@ -125,6 +132,17 @@ def ref_embeddings(embeddings: jax.Array, ref: Reference | None) -> jax.Array:
     """The reference embeddings in the dtype of ``embeddings`` (``embeddings`` itself when
     ``ref`` is None)."""
     return embeddings if ref is None else ref.embeddings.astype(embeddings.dtype)
+
+
+def ref_matrix(distance: Any, embeddings: jax.Array, ref: Reference | None) -> jax.Array:
+    """``distance(embeddings, ref rows)`` (the batch with itself when ``ref`` is None); for a
+    ``frozen`` reference (a memory bank) the backward pass computes no gradient for it."""
+    if ref is None:
+        return distance(embeddings)
+    other = ref_embeddings(embeddings, ref)
+    if ref.frozen:
+        return distance.frozen_ref_matrix(embeddings, other)
+    return distance(embeddings, other)
 
 
 def prepare_inputs(

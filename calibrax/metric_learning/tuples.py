@@ -70,12 +70,19 @@ class Reference:
             :class:`CrossBatchMemory` with an ``enqueue_mask`` passes the rows that are not
             enqueued (pytorch-metric-learning drops the others from the batch): a row outside it
             is in no pair, and per-anchor loss terms leave it out of their reduction.
+        self_index: (B,) int32, the reference row that is each batch row's own copy (its pair
+            is not a positive pair), or None. :class:`CrossBatchMemory` passes the slots the
+            batch was just written to.
+        frozen: Static. True when no gradient is wanted w.r.t. ``embeddings`` (a memory bank):
+            distances then skip that half of their backward pass.
     """
 
     embeddings: jax.Array
     labels: jax.Array | None = None
     mask: jax.Array | None = None
     query_mask: jax.Array | None = None
+    self_index: jax.Array | None = None
+    frozen: bool = struct.field(pytree_node=False, default=False)
 
     @property
     def size(self) -> int:
@@ -109,6 +116,9 @@ def label_masks(labels: jax.Array, ref: Reference | None = None) -> tuple[jax.Ar
         pos, neg = pos & ref.mask[None, :], neg & ref.mask[None, :]
     if ref.query_mask is not None:
         pos, neg = pos & ref.query_mask[:, None], neg & ref.query_mask[:, None]
+    if ref.self_index is not None:
+        column = jnp.arange(ref.labels.shape[0], dtype=ref.self_index.dtype)
+        pos = pos & (column[None, :] != ref.self_index[:, None])
     return pos, neg
 
 

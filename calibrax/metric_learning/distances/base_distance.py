@@ -115,6 +115,7 @@ def inner_products(query: jax.Array, ref: jax.Array, mode: str = "plain") -> jax
     - ``"symmetric"``: ``ref`` is ``query`` and the caller's cotangent is symmetric:
       :func:`gram_symmetric_cotangent` (one backward matmul).
     - ``"cross"``: two different row blocks: :func:`gram_cross_block` (no large transpose).
+    - ``"query"``: ``ref`` carries no gradient (autodiff then computes none for it).
     """
     if mode == "symmetric":
         return gram_symmetric_cotangent(query)
@@ -193,6 +194,13 @@ class BaseDistance:
             checks.check_rank(ref, 2, "ref", "batch, embedding_dim")
             checks.check_dim(ref, 1, query.shape[1], "ref", "embedding size")
         return self._matrix(query, ref, "plain")
+
+    def frozen_ref_matrix(
+        self, query: Float[Array, "n dim"], ref: Float[Array, "m dim"]
+    ) -> Float[Array, "n m"]:
+        """``self(query, ref)`` with no gradient w.r.t. ``ref`` (``stop_gradient``), and a
+        backward pass that does not compute it (a memory bank: half the backward matmuls)."""
+        return self._matrix(query, jax.lax.stop_gradient(ref), "query")
 
     def self_matrix_symmetric_grad(self, x: Float[Array, "n dim"]) -> Float[Array, "n n"]:
         """``self(x)``, with a backward pass that assumes a symmetric cotangent.

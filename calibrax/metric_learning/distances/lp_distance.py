@@ -59,6 +59,10 @@ def _l2_matrix_bwd(
         # ref is query and u is symmetric: both roles give the same cotangent.
         d_query = 4 * (query * jnp.sum(u, axis=1)[:, None] - u @ query)
         return d_query, jnp.zeros_like(ref)
+    if mode == "query":
+        # ref is frozen (stop_gradient by the caller): its cotangent is not computed.
+        d_query = 2 * (query * jnp.sum(u, axis=1)[:, None] - u @ ref)
+        return d_query, jnp.zeros_like(ref)
     d_query = 2 * (query * jnp.sum(u, axis=1)[:, None] - u @ ref)
     d_ref = 2 * (ref * jnp.sum(u, axis=0)[:, None] - transposed_times(u, query))
     return d_query, d_ref

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from calibrax.metric_learning.base import BaseMetricLossFunction
 from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.base import ref_matrix
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
 from calibrax.metric_learning.reducers.base_reducer import BaseReducer
@@ -116,7 +117,7 @@ class GenericPairLoss(DistanceLoss):
         """
         emb = working(embeddings)
         if ref is not None:
-            mat = self.distance(emb, working(ref.embeddings).astype(emb.dtype))
+            mat = ref_matrix(self.distance, emb, ref)
             pos, neg = pair_weights(indices_tuple, labels, ref)
             enough = (jnp.sum(pos) > 1) | (jnp.sum(neg) > 1)
             pos = jnp.where(enough, pos, 0).astype(mat.dtype)

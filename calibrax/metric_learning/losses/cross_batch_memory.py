@@ -230,12 +230,17 @@ class CrossBatchMemory(BaseLossWrapper):
         self._enqueue(embeddings, labels, enqueue)
         filled = self.filled_mask()
         memory = jax.lax.stop_gradient(self.embedding_memory[...])
+        own = None
+        if enqueue_mask is None:
+            own = (start + jnp.arange(batch, dtype=jnp.int32)) % self.memory_size
         ref = Reference(
             embeddings=memory,
             labels=self.label_memory[...],
             mask=filled,
             query_mask=None if enqueue_mask is None else ~enqueue,
+            frozen=True,
         )
+        selection = None
         if self.miner is not None:
             selection = self.miner(
                 embeddings,
@@ -245,15 +250,18 @@ class CrossBatchMemory(BaseLossWrapper):
                 ref_mask=filled,
                 query_mask=ref.query_mask,
             )
-        else:
-            pos, neg = label_masks(labels, ref)
+            if own is not None:
+                selection = _without_self(selection, own)
+        elif indices_tuple is not None:
+            pos, neg = label_masks(labels, ref.replace(self_index=own))
             selection = PairMask(pos=pos.astype(jnp.int32), neg=neg.astype(jnp.int32))
-        if enqueue_mask is None:
-            own = (start + jnp.arange(batch, dtype=jnp.int32)) % self.memory_size
-            selection = _without_self(selection, own)
         if indices_tuple is not None:
             extra = as_indices(indices_tuple, batch, self.memory_size)
             selection = _combine(selection, extra)
+        if selection is None:
+            # All pairs: the loss builds them from the labels and the masks of ``ref`` (the
+            # filled slots, and each row's own slot left out of its positives), fused.
+            ref = ref.replace(self_index=own)
         return self.loss.prepared_loss(embeddings, labels, selection, ref)
 
     def _enqueue(self, embeddings: jax.Array, labels: jax.Array, enqueue: jax.Array) -> None:

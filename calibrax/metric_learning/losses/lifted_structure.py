@@ -42,6 +42,10 @@ class LiftedStructureLoss(GenericPairLoss):
     per-row log-sums, so the cost is O(B²) rather than a (pairs × pairs) matrix. The loss is 0 if
     there is no positive or no negative pair.
 
+    With a reference set (``ref_emb``), pairs are (batch row, reference row); as in
+    pytorch-metric-learning the negatives of the positive ``p`` are those of the *batch* row
+    with index ``p`` (none when ``p >= B``), kept for parity.
+
     Args:
         neg_margin: Default 1.
         pos_margin: Default 0.

@@ -14,6 +14,7 @@ from jaxtyping import Int
 
 from calibrax.core import checks
 from calibrax.core.registry import register
+from calibrax.metric_learning.base import ref_matrix
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
@@ -126,9 +127,7 @@ class MarginLoss(DistanceLoss):
         reducer: Any,
         ref: Reference | None = None,
     ) -> jax.Array:
-        emb = working(embeddings)
-        ref_emb = None if ref is None else working(ref.embeddings).astype(emb.dtype)
-        mat = self.distance(emb, ref_emb)
+        mat = ref_matrix(self.distance, working(embeddings), ref)
         pos_count, neg_count = triplet_mask(indices_tuple, labels, mat.dtype, ref).pair_counts()
         pos_count = pos_count.astype(mat.dtype)
         neg_count = neg_count.astype(mat.dtype)

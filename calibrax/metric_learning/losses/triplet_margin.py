@@ -12,6 +12,7 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from calibrax.core.registry import register
+from calibrax.metric_learning.base import ref_matrix
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
@@ -58,6 +59,11 @@ class TripletMarginLoss(DistanceLoss):
     (:meth:`~calibrax.metric_learning.BaseReducer.partial`), and the block function is rematerialised
     (``jax.checkpoint``) so the backward pass keeps no per-block residuals either. Peak memory is
     O(B²); time is O(B³).
+
+    With ``ref_emb``, triplets are (batch anchor, reference positive, reference negative);
+    ``swap=True`` is then refused (the positive-negative distance would need the reference set
+    against itself; pytorch-metric-learning indexes the batch rows with reference indices
+    there). A padded ``(a, p, n)`` index tuple is evaluated entry by entry (gathers).
 
     Args:
         margin: Default 0.05.
@@ -121,7 +127,7 @@ class TripletMarginLoss(DistanceLoss):
                     "needs the reference set against itself (pytorch-metric-learning indexes the "
                     "batch rows with reference indices there)"
                 )
-            mat = self.distance(emb, working(ref.embeddings).astype(emb.dtype))
+            mat = ref_matrix(self.distance, emb, ref)
         triplets = triplet_mask(indices_tuple, labels, mat.dtype, ref)
         if isinstance(triplets, TripletList):
             return self._listed(mat, triplets, reducer)
