@@ -256,7 +256,7 @@ def test_cli_import_as_and_backbone_alias(home, tmp_path, capsys, dino):
     import calibrax.cli.main as cli
 
     path = tmp_path / "re-saved.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in module_state_dict(dino).items()}, path)
+    torch.save({k: torch.from_numpy(v.copy()) for k, v in module_state_dict(dino).items()}, path)
     assert cli.main(["weights", "import", "dinov2-tiny", str(path), "--as", "cli-dino"]) == 0
     assert "cli-dino" in capsys.readouterr().out
     rng = np.random.default_rng(1)
