@@ -256,7 +256,7 @@ def test_cli_import_as_and_backbone_alias(home, tmp_path, capsys, dino):
     import calibrax.cli.main as cli
 
     path = tmp_path / "re-saved.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in module_state_dict(dino).items()}, path)
+    torch.save({k: torch.from_numpy(v.copy()) for k, v in module_state_dict(dino).items()}, path)
     assert cli.main(["weights", "import", "dinov2-tiny", str(path), "--as", "cli-dino"]) == 0
     assert "cli-dino" in capsys.readouterr().out
     rng = np.random.default_rng(1)
@@ -301,3 +301,13 @@ def test_alias_for_a_torchvision_trunk_drops_the_classifier(tmp_path):
     rows = {r["name"]: r for r in weights_mod.weights_status(tmp_path)}
     assert rows["my-alexnet"]["source"] == "your file alexnet-finetuned.pth (alexnet architecture)"
     assert rows["my-alexnet"]["sha256"] == digest
+
+
+def test_clip_module_as_metric_backbone(clip):
+    """CLIP's embedding size and input size reach the metric from the module (CLIP-FID)."""
+    rng = np.random.default_rng(2)
+    fd = FrechetDistance(backbone=clip)
+    assert fd.num_features == 16 and fd.input_size == (16, 16) and fd.resize_method == "clean"
+    fd.update(images=rng.integers(0, 256, (5, 40, 40, 3), dtype=np.uint8), real=True)
+    fd.update(images=rng.integers(0, 256, (5, 40, 40, 3), dtype=np.uint8), real=False)
+    assert np.isfinite(float(fd.compute()["frechet_distance"]))

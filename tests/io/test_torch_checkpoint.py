@@ -515,3 +515,32 @@ def test_legacy_storage_without_data(tmp_path):
         CheckpointError, match=r"^expected the data of storage '\d+' in the file, got none$"
     ):
         load_torch_checkpoint(dst)
+
+
+# A TorchScript module record: GLOBAL '__torch__ M', NEWOBJ, then BUILD with ``state``.
+def _script_record(state: bytes) -> bytes:
+    return b"\x80\x02c__torch__\nM\n)\x81" + state + b"b."
+
+
+def test_torchscript_record_only_in_torchscript_archives(tmp_path):
+    """``__torch__.*`` names resolve only in an archive with TorchScript's ``code/`` folder."""
+    payload = _script_record(b"}(X\x08\x00\x00\x00trainingq\x00\x89u")
+    plain = tmp_path / "plain.pt"
+    _wrap_zip(plain, payload)
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(_refusal(plain, "__torch__.M"))):
+        load_torch_checkpoint(plain)
+    scripted = tmp_path / "scripted.pt"
+    _wrap_zip(scripted, payload, {"code/__torch__.py": b""})
+    assert load_torch_checkpoint(scripted) == {}  # a module with no tensors, flags left out
+
+
+def test_torchscript_record_with_non_dict_state_is_refused(tmp_path):
+    path = tmp_path / "odd.pt"
+    _wrap_zip(path, _script_record(b"]q\x00"), {"code/__torch__.py": b""})
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=re.escape(
+            "expected a TorchScript module's state to be an attribute dict, got list; refused"
+        ),
+    ):
+        load_torch_checkpoint(path)
