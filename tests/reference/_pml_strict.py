@@ -1,13 +1,12 @@
 """Strict parity helpers (1e-6 relative, float64) for the losses added in issue 16.
 
 Built on :mod:`_pml_parity` (same jitted value-and-gradient function on our side, same autograd on
-PML's), with tighter tolerances and more batch shapes: the (14, 6) named batches of
+PML's), with tighter tolerances and one more batch shape: the (14, 6) named batches of
 ``_pml_parity.BATCHES`` (one class, all singletons, duplicates, two classes, one positive pair)
-plus a small (5, 3) batch and a larger (33, 16) one with other seeds. Both sides evaluate the same
-formulas in float64, so the measured differences are ~1e-15; 1e-6 relative (values and gradients,
-gradients also 1e-9 of the largest entry, at least 1e-12, for entries that are ~0 on both
-sides) is the
-acceptance bound of the issue.
+plus a (33, 16) batch with another seed (each shape costs one more compilation per loss). Both
+sides evaluate the same formulas in float64, so the measured differences are ~1e-15; 1e-6
+relative (values and gradients; gradients also 1e-9 of the largest entry, at least 1e-12, for
+entries that are ~0 on both sides) is the acceptance bound of the issue.
 """
 
 from __future__ import annotations
@@ -29,8 +28,6 @@ RTOL = 1e-6
 
 def _extra_batches() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = {}
-    rng = np.random.default_rng(10)
-    out["small_5x3"] = (rng.normal(size=(5, 3)), np.array([0, 0, 1, 1, 2]))
     rng = np.random.default_rng(11)
     out["large_33x16"] = (rng.normal(size=(33, 16)), rng.integers(0, 8, size=33))
     return out

@@ -22,7 +22,6 @@ NAMES = (
     "all_singletons",
     "two_classes",
     "one_pair",
-    "small_5x3",
     "large_33x16",
 )
 
