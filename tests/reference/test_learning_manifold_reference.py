@@ -19,8 +19,7 @@ import calibrax.metric_learning as C
 
 CONFIGS = {
     "defaults": {},
-    "wide_margin": {"lambdaC": 0.3, "alpha": 0.5, "margin": 0.01},
-    "intrinsic_only": {"lambdaC": 0.0},
+    "wide_margin_intrinsic_only": {"lambdaC": 0.0, "alpha": 0.5, "margin": 0.01},
 }
 
 

@@ -49,12 +49,12 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("shape", [(14, 6), (23, 9)])
 @pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_snr_contrastive_matches_pml(config, shape):
+def test_snr_contrastive_matches_pml(config):
     ours, theirs = CONFIGS[config]
-    cases = labelled_batches(*shape, seed=shape[0])
-    assert_loss_parity(ours(), theirs(), cases)
+    shapes = [(14, 6), (23, 9)] if config == "defaults" else [(14, 6)]
+    for shape in shapes:
+        assert_loss_parity(ours(), theirs(), labelled_batches(*shape, seed=shape[0]))
 
 
 def test_snr_contrastive_with_miner_matches_pml():

@@ -8,8 +8,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from calibrax.metric_learning.tuples import anchor_block_size
-
 __all__ = ["map_anchor_blocks"]
 
 
@@ -17,19 +15,21 @@ def map_anchor_blocks(
     fn: Callable[..., jax.Array],
     rows: tuple[jax.Array, ...],
     fills: tuple[Any, ...],
-    *,
-    remat: bool = True,
 ) -> jax.Array:
     """``fn(*row_blocks)`` over blocks of anchors, concatenated: shape (B, ...).
 
     Each array in ``rows`` is (B, ...); the last block is padded with rows of ``fills`` (chosen so
-    that ``fn`` stays finite there; the padding is dropped). With ``remat`` (for large blocks)
-    ``fn`` is rematerialised in the backward pass (``jax.checkpoint``), so memory stays at one
-    block of (block, n, n) arrays instead of the (B, n, n) residuals a scan would keep.
+    that ``fn`` stays finite there; the padding is dropped). ``fn`` is rematerialised in the
+    backward pass (``jax.checkpoint``), so memory stays at one block of intermediates instead
+    of the residuals of every block a scan would keep.
+    Blocks hold about 4M elements of (n, n) per anchor (``n`` the widest row); when the whole
+    batch fits in one block, ``fn`` runs on it directly.
     """
     batch = rows[0].shape[0]
     width = max(x.shape[1] for x in rows)
-    block = anchor_block_size(batch, budget=(1 << 22) * batch // max(1, width))
+    block = max(1, min(batch, (1 << 22) // max(1, width * width)))
+    if block == batch:
+        return fn(*rows)
     n_blocks = -(-batch // block)
     pad = n_blocks * block - batch
 
@@ -37,9 +37,8 @@ def map_anchor_blocks(
         x = jnp.pad(x, ((0, pad), (0, 0)), constant_values=fill)
         return x.reshape(n_blocks, block, x.shape[1])
 
-    body = lambda args: fn(*args)  # noqa: E731
     out = jax.lax.map(
-        jax.checkpoint(body) if remat else body,
+        jax.checkpoint(lambda args: fn(*args)),
         tuple(blocks(x, f) for x, f in zip(rows, fills, strict=True)),
     )
     return out.reshape((n_blocks * block, *out.shape[2:]))[:batch]
