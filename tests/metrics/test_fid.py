@@ -409,6 +409,9 @@ def test_state_is_metric_state_only():
         "fake_count",
         "fake_mean",
         "fake_scatter",
+        # The base class's count of rows rejected under jit (calibrax.core.checks).
+        "rejected_rows",
+        "rejected_rule",
     }
 
 
