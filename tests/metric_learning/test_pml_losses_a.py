@@ -92,7 +92,10 @@ def test_wrong_miner_output_shape(name):
     mask = C.PairMask(pos=jnp.zeros((9, 9), jnp.int32), neg=jnp.zeros((9, 9), jnp.int32))
     with pytest.raises(
         ValueError,
-        match=re.escape("expected `indices_tuple.pos` to have shape (10, 10) (batch, batch)"),
+        match=re.escape(
+            "expected `indices_tuple.pos` to have shape (10, 10) (batch, reference size), "
+            "got shape (9, 9)"
+        ),
     ):
         LOSSES[name]()(EMB, LABELS, mask)
 

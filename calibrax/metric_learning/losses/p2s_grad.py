@@ -108,13 +108,23 @@ class P2SGradLoss(ClassWeightLoss):
         )
         self.weight = nnx.Param(unit_columns(init))
 
+    def class_weights(self) -> jax.Array:
+        """The class weights as (num_classes, descriptors_dim), for the base's regularizer hook
+        (P2SGrad takes no ``weight_regularizer``, as in pytorch-metric-learning, so it adds 0)."""
+        return self.weight[...].T
+
     def renormalize(self) -> None:
         """Rescale the stored columns to unit norm, as PML does in place on every call."""
         self.weight[...] = unit_columns(self.weight[...])
 
     def _loss(
-        self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
+        self,
+        embeddings: Float[Array, "batch dim"],
+        labels: Int[Array, " batch"],
+        miner_weights: Any = None,
     ) -> Float[Array, ""]:
+        # ``miner_weights`` (the base's per-sample miner weights) are all ones: P2SGrad refuses an
+        # ``indices_tuple``, as pytorch-metric-learning does, and averages over (batch, classes).
         weight = self.weight[...].astype(embeddings.dtype)
         unit = unit_columns(weight)
         used = weight + jax.lax.stop_gradient(unit - weight)
