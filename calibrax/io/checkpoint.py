@@ -82,6 +82,8 @@ def _flat_variables(module: nnx.Pytree) -> list[tuple[tuple[Any, ...], Any]]:
 
 
 _SETTING_TYPES = (bool, int, float, str, type(None))
+# Attributes that change how a metric behaves next, not what its saved state means.
+_NOT_SETTINGS = frozenset({"reset_real_features"})
 
 
 def _plain(value: Any) -> Any:
@@ -110,7 +112,7 @@ def _settings(module: nnx.Pytree) -> dict[str, Any]:
         prefix = "".join(f"{p}/" for p in path)
         out[f"{prefix}class"] = _class_name(node)
         for name, value in vars(node).items():
-            if name.startswith("_"):
+            if name.startswith("_") or name in _NOT_SETTINGS:
                 continue
             plain = _plain(value)
             if plain is not _SKIP:

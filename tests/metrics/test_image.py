@@ -108,7 +108,13 @@ def test_merge_reset_and_state_filter():
     a.merge(b)
     np.testing.assert_allclose(a.compute()["ssim"], ssim(p, t, data_range=1.0), rtol=1e-6)
     state = nnx.state(a, MetricState)
-    assert {str(k) for k in state.keys()} == {"total", "total_weight", "count"}
+    assert {str(k) for k in state.keys()} == {
+        "total",
+        "total_weight",
+        "count",
+        "rejected_rows",  # the base class's count of rows rejected under jit
+        "rejected_rule",
+    }
     a.reset()
     assert int(a.count[...]) == 0
     with pytest.raises(
