@@ -9,7 +9,9 @@ batch and reference, no label shared between them: no positive pair), the refere
 a copy of the batch (then ``(i, i)`` is a positive pair, as in pytorch-metric-learning when
 ``ref_emb`` is another tensor than ``embeddings``), and PML-style index tuples (pairs and
 triplets, padded with -1) whose positives and negatives index the reference set. One jitted
-value-and-grad function per loss, shared by the whole module.
+value-and-grad function per loss, shared by the whole module. Angular and NCA, which build their
+reference pairs themselves, are also run inside CrossBatchMemory against PML's wrapper (same
+tolerance).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 from pytorch_metric_learning import losses as L
 
 import calibrax.metric_learning as C
@@ -227,3 +230,49 @@ def test_non_finite_ref_emb_under_jit_is_nan(name, ours):
     # Eagerly the input check raises.
     with pytest.raises(ValueError, match="ref_emb"):
         LOSSES[name][0]()(jnp.asarray(emb), jnp.asarray(lab), ref_emb=ref, ref_labels=ref_lab)
+
+
+CBM_LOSSES = ("angular", "nca")
+CBM_DIM, CBM_MEMORY, CBM_BATCH, CBM_STEPS = 4, 8, 5, 4
+
+
+@nnx.jit
+def _cbm_step(memory, x, labels, enqueue_mask):
+    return nnx.value_and_grad(lambda x, m: m(x, labels, enqueue_mask=enqueue_mask))(x, memory)
+
+
+@pytest.mark.parametrize("enqueue", [False, True])
+@pytest.mark.parametrize("name", CBM_LOSSES)
+def test_cross_batch_memory_matches_pml(name, enqueue):
+    # Angular and NCA handle the reference set themselves: inside CrossBatchMemory they must
+    # honour its masks (filled slots, each row's own slot, enqueued rows that are no anchors)
+    # as PML's wrapper does. Memory 8, batches of 5 over 4 steps: partly filled, then wrapped.
+    make_ours, make_theirs = LOSSES[name]
+    ours = C.CrossBatchMemory(make_ours(), CBM_DIM, CBM_MEMORY, dtype=jnp.float64)
+    theirs = L.CrossBatchMemory(make_theirs(), CBM_DIM, CBM_MEMORY)
+    rng = np.random.default_rng(3 + enqueue)
+    for step in range(CBM_STEPS):
+        emb = rng.normal(size=(CBM_BATCH, CBM_DIM))
+        labels = rng.integers(0, 3, CBM_BATCH)
+        if step == 2:
+            labels[:] = 1  # one class in this batch (positives only from memory)
+        mask = np.array([True, False, True, True, step == 3]) if enqueue else None
+        value, grad = _cbm_step(
+            ours,
+            jnp.asarray(emb),
+            jnp.asarray(labels, jnp.int32),
+            None if mask is None else jnp.asarray(mask),
+        )
+        e = torch.tensor(emb, requires_grad=True)
+        v2 = theirs(
+            e, torch.tensor(labels), enqueue_mask=None if mask is None else torch.tensor(mask)
+        )
+        g2 = np.zeros_like(emb)
+        if v2.requires_grad:
+            v2.backward()
+            g2 = np.zeros_like(emb) if e.grad is None else e.grad.numpy()
+        msg = f"{name} enqueue={enqueue} step {step}"
+        np.testing.assert_allclose(
+            float(value), float(v2.detach()), rtol=RTOL, atol=ATOL, err_msg=msg
+        )
+        np.testing.assert_allclose(np.asarray(grad), g2, rtol=RTOL, atol=ATOL, err_msg=msg)
