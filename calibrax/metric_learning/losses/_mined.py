@@ -41,13 +41,24 @@ def nan_unless_finite(loss: jax.Array, embeddings: jax.Array) -> jax.Array:
 
 class NonFiniteIsNaN:
     """Mixin for a :class:`~calibrax.metric_learning.BaseMetricLossFunction`: the loss is NaN when
-    the embeddings hold NaN/Inf (see :func:`nan_unless_finite`)."""
+    the embeddings (or ``ref_emb``) hold NaN/Inf (see :func:`nan_unless_finite`). Passes
+    ``ref`` on to the loss's own ``compute_loss`` when one is given."""
 
     def compute_loss(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, reducer: Any
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        reducer: Any,
+        ref: Any = None,
     ) -> jax.Array:
-        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer)  # type: ignore[misc]
-        return nan_unless_finite(loss, embeddings)
+        """The loss, NaN if ``embeddings`` (or the reference embeddings of ``ref``, a
+        :class:`~calibrax.metric_learning.tuples.Reference`) hold NaN/Inf."""
+        if ref is None:
+            loss = super().compute_loss(embeddings, labels, indices_tuple, reducer)  # type: ignore[misc]
+            return nan_unless_finite(loss, embeddings)
+        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)  # type: ignore[misc]
+        return nan_unless_finite(nan_unless_finite(loss, embeddings), ref.embeddings)
 
 
 def check_indices_tuple(indices_tuple: Any, batch: int) -> None:

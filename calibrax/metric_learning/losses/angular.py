@@ -10,17 +10,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
+from jaxtyping import Bool
 from jaxtyping import Float
 from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.base import ref_embeddings
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
 from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.tuples import Reference
 from calibrax.metric_learning.tuples import pair_weights
 
 __all__ = ["AngularLoss", "exact_losses"]
@@ -167,6 +170,11 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
     loss is 0 when there is no positive pair or no negative pair. As in pytorch-metric-learning, the
     negatives enter un-normalised (the paper normalises them).
 
+    With ``ref_emb`` / ``ref_labels`` the positives ``p`` and the negatives ``n`` are reference
+    rows (every same-label reference row is a positive, a copy of the anchor included) and
+    :math:`x_n` are the raw reference embeddings, as in pytorch-metric-learning;
+    ``ref_labels`` is then required, also with an ``indices_tuple``.
+
     Cost: the sums over the negatives of every (anchor, positive) pair are one (B, B) x (B, B)
     matmul of exponentials shifted per anchor and per positive (no (B, B, B) array). Should that
     product underflow for a counted pair (only for raw embeddings of large norm, and no negative
@@ -202,12 +210,39 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
             )
         self.alpha = float(alpha)
 
+    supports_ref = True
+
+    def validate_inputs(
+        self,
+        embeddings: Any,
+        labels: Any,
+        indices_tuple: Any = None,
+        ref_emb: Any = None,
+        ref_labels: Any = None,
+    ) -> tuple[jax.Array, jax.Array, Any, Reference | None]:
+        """As the base, and ``ref_labels`` is required with ``ref_emb`` (the negatives of an
+        anchor are the reference rows with another label, whatever the pairs)."""
+        if ref_emb is not None and ref_labels is None:
+            raise ValueError("AngularLoss requires `ref_labels` with `ref_emb`, got None")
+        return super().validate_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+
     def compute_terms(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        ref: Reference | None = None,
     ) -> dict[str, LossTerm]:
         emb = working(embeddings)
-        pos, neg = pair_weights(indices_tuple, labels)
-        return {"loss": self.pair_losses(emb, labels, emb, labels, pos, neg)}
+        pos, neg = pair_weights(indices_tuple, labels, ref)
+        if ref is None:
+            return {"loss": self.pair_losses(emb, labels, emb, labels, pos, neg)}
+        other = ref_embeddings(emb, ref)
+        if ref.frozen:
+            other = jax.lax.stop_gradient(other)
+        return {
+            "loss": self.pair_losses(emb, labels, other, ref.labels, pos, neg, ref_mask=ref.mask)
+        }
 
     def pair_losses(
         self,
@@ -217,11 +252,13 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
         ref_labels: Int[Array, " m"],
         pos: Int[Array, "n m"],
         neg: Int[Array, "n m"],
+        ref_mask: Bool[Array, " m"] | None = None,
     ) -> LossTerm:
         """The loss of every (query anchor, reference positive) pair, weighted by ``pos``.
 
         ``pos``/``neg`` are the selected pair counts; a query row's negatives are all reference
-        rows with another label. ``ref`` may be ``query`` itself.
+        rows with another label (and inside ``ref_mask``, the rows that exist, when given), as
+        pytorch-metric-learning's ``keep_mask``. ``ref`` may be ``query`` itself.
         """
         tan_sq = math.tan(math.radians(self.alpha)) ** 2
         c1, c2 = 4 * tan_sq, 2 * (1 + tan_sq)
@@ -235,9 +272,13 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
         a_q = c1 * cos_qr * ref_norm[None, :]
         a_r = a_q if ref is query else c1 * cos_rr * ref_norm[None, :]
         keep = query_labels[:, None] != ref_labels[None, :]
+        if ref_mask is not None:
+            keep = keep & ref_mask[None, :]
         enough = jnp.any(pos > 0) & jnp.any(neg > 0)
         weights = jnp.where(enough, pos, 0).astype(query.dtype)
         keep_r = keep if ref is query else ref_labels[:, None] != ref_labels[None, :]
+        if ref_mask is not None and ref is not query:
+            keep_r = keep_r & ref_mask[None, :]
         counted = (pos > 0) & jnp.any(keep, axis=1)[:, None]
         values = _pair_values(a_q, a_r, cos_qr, keep, keep_r, counted, c2)
         values = jnp.where(counted, values, 0)

@@ -15,6 +15,7 @@ from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.reducers.base_reducer import safe_mean
+from calibrax.metric_learning.tuples import Reference
 
 __all__ = ["IntraPairVarianceLoss"]
 
@@ -71,13 +72,18 @@ class IntraPairVarianceLoss(NonFiniteIsNaN, GenericPairLoss):
         return CosineSimilarity()
 
     def compute_terms(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        ref: Reference | None = None,
     ) -> dict[str, LossTerm]:
-        """Over all pairs the gradient w.r.t. the symmetric matrix is symmetric (elementwise
-        terms and means over symmetric masks), so the matrix takes the one-matmul backward pass."""
-        mat, pos, neg = self.pairs(
-            embeddings, labels, indices_tuple, symmetric=indices_tuple is None
-        )
+        """Over all pairs of the batch with itself the gradient w.r.t. the symmetric matrix is
+        symmetric (elementwise terms and means over symmetric masks), so the matrix takes the
+        one-matmul backward pass. With a reference set ``ref`` the (B, M) matrix and pairs come
+        from :meth:`GenericPairLoss.pairs` (every same-label pair is positive)."""
+        symmetric = indices_tuple is None and ref is None
+        mat, pos, neg = self.pairs(embeddings, labels, indices_tuple, symmetric=symmetric, ref=ref)
         return self.mat_terms(mat, pos, neg)
 
     def mat_terms(self, mat: jax.Array, pos: jax.Array, neg: jax.Array) -> dict[str, LossTerm]:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
+from calibrax.metric_learning.base import ref_matrix
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
 from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
@@ -19,6 +20,7 @@ from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import neg_big
 from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.losses._weight_losses import check_positive_number
+from calibrax.metric_learning.tuples import Reference
 
 __all__ = ["NCALoss"]
 
@@ -46,6 +48,11 @@ class NCALoss(NonFiniteIsNaN, DistanceLoss):
     frequent sample, 1 without a miner), averaged over the samples that have a same-class
     neighbour (default :class:`~calibrax.metric_learning.MeanReducer`). A batch of one sample
     gives 0.
+
+    With ``ref_emb`` / ``ref_labels`` the neighbours ``j`` are the reference rows (none left out:
+    a copy of sample ``i`` is a neighbour) and the miner weights count the anchor positions only,
+    as in pytorch-metric-learning; ``ref_labels`` is then required. When no sample has a
+    same-class neighbour the loss is 0 (pytorch-metric-learning averages an empty tensor: NaN).
 
     The sum is a log-sum-exp of log-probabilities. pytorch-metric-learning takes the log of a
     sum of probabilities and drops the samples whose sum underflows to exactly 0 (only for
@@ -79,39 +86,68 @@ class NCALoss(NonFiniteIsNaN, DistanceLoss):
         """Squared Euclidean distance of normalised embeddings, as in pytorch-metric-learning."""
         return LpDistance(power=2)
 
+    supports_ref = True
+
+    def validate_inputs(
+        self,
+        embeddings: Any,
+        labels: Any,
+        indices_tuple: Any = None,
+        ref_emb: Any = None,
+        ref_labels: Any = None,
+    ) -> tuple[jax.Array, jax.Array, Any, Reference | None]:
+        """As the base, and ``ref_labels`` is required with ``ref_emb`` (the same-class
+        neighbours are the reference rows with the query's label, whatever the pairs)."""
+        if ref_emb is not None and ref_labels is None:
+            raise ValueError("NCALoss requires `ref_labels` with `ref_emb`, got None")
+        return super().validate_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+
     def compute_terms(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        ref: Reference | None = None,
     ) -> dict[str, LossTerm]:
-        emb = working(embeddings)
-        return {"loss": self.nca_term(emb, labels, emb, labels, indices_tuple)}
+        return {"loss": self.nca_term(working(embeddings), labels, indices_tuple, ref)}
 
     def nca_term(
         self,
         query: jax.Array,
         query_labels: jax.Array,
-        ref: jax.Array,
-        ref_labels: jax.Array,
         indices_tuple: Any,
+        ref: Reference | None = None,
     ) -> LossTerm:
-        """Per-query losses against the reference rows; ``ref is query`` leaves out each
-        sample's own pair (and then miner weights count every position of a tuple, else only
-        the anchors, as pytorch-metric-learning)."""
-        same_set = ref is query
+        """Per-query losses against the reference rows (the batch itself when ``ref`` is None,
+        leaving out each sample's own pair; miner weights then count every position of a tuple,
+        else only the anchors, as pytorch-metric-learning). Rows outside ``ref.mask`` are no
+        neighbours."""
         n_query = query.shape[0]
-        if same_set and n_query <= 1:
+        if n_query <= 1:  # pytorch-metric-learning: 0 for a batch of one, with or without ref.
             zero = jnp.zeros((n_query,), query.dtype)
             return LossTerm(zero, zero)
-        weights = miner_weights(indices_tuple, n_query, query.dtype, anchors_only=not same_set)
-        mat = self.distance(query, None if same_set else ref)
+        weights = miner_weights(indices_tuple, n_query, query.dtype, anchors_only=ref is not None)
+        if ref is None:
+            mat = self.distance(query)
+            ref_labels = query_labels
+        else:
+            mat = ref_matrix(self.distance, query, ref)
+            ref_labels = ref.labels
         logits = self.softmax_scale * (mat if self.distance.is_inverted else -mat)
         positive = query_labels[:, None] == ref_labels[None, :]
-        if same_set:
+        if ref is None:
             eye = jnp.eye(n_query, dtype=bool)
             logits = jnp.where(eye, -jnp.inf, logits)
             positive = positive & ~eye
+        elif ref.mask is not None:
+            logits = jnp.where(ref.mask[None, :], logits, neg_big(logits.dtype))
+            positive = positive & ref.mask[None, :]
         log_p = jax.nn.log_softmax(logits, axis=1)
         masked = jnp.where(positive, log_p, neg_big(log_p.dtype))
         log_pos = jax.nn.logsumexp(masked, axis=1)
         has_positive = jnp.any(positive, axis=1)
+        if ref is not None and ref.query_mask is not None:
+            # The batch is the anchor rows only (CrossBatchMemory's enqueue_mask): 0 for one.
+            has_positive = has_positive & (jnp.sum(ref.query_mask) > 1)
         values = jnp.where(has_positive, -log_pos, 0) * weights
         return LossTerm(values, has_positive.astype(query.dtype))

@@ -12,6 +12,7 @@ from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.snr_distance import SNRDistance
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses.contrastive import ContrastiveLoss
+from calibrax.metric_learning.tuples import Reference
 
 __all__ = ["SignalToNoiseRatioContrastiveLoss"]
 
@@ -72,12 +73,20 @@ class SignalToNoiseRatioContrastiveLoss(ContrastiveLoss):
         )
 
     def compute_loss(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, reducer: Any
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        reducer: Any,
+        ref: Reference | None = None,
     ) -> jax.Array:
-        """The pair loss, NaN when ``embeddings`` hold NaN/Inf (under jit, where the eager check
-        cannot run, masked comparisons would otherwise drop them and give a plausible number)."""
-        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer)
+        """The pair loss (against ``ref``'s embeddings when given), NaN when ``embeddings`` or
+        the reference embeddings hold NaN/Inf (under jit, where the eager check cannot run,
+        masked comparisons would otherwise drop them and give a plausible number)."""
+        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)
         finite = jnp.all(jnp.isfinite(embeddings))
+        if ref is not None:
+            finite = finite & jnp.all(jnp.isfinite(ref.embeddings))
         return jnp.where(finite, loss, jnp.full_like(loss, jnp.nan))
 
     def default_distance(self) -> BaseDistance:

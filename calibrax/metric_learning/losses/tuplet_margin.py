@@ -19,6 +19,7 @@ from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import neg_big
 from calibrax.metric_learning.losses._weight_losses import safe_arccos
+from calibrax.metric_learning.tuples import Reference
 
 __all__ = ["TupletMarginLoss"]
 
@@ -85,12 +86,20 @@ class TupletMarginLoss(GenericPairLoss):
         return CosineSimilarity()
 
     def compute_loss(
-        self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, reducer: Any
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        reducer: Any,
+        ref: Reference | None = None,
     ) -> jax.Array:
-        """The pair loss, NaN when ``embeddings`` hold NaN/Inf (under jit, where the eager check
-        cannot run, masked comparisons would otherwise drop them and give a plausible number)."""
-        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer)
+        """The pair loss (against ``ref``'s embeddings when given), NaN when ``embeddings`` or
+        the reference embeddings hold NaN/Inf (under jit, where the eager check cannot run,
+        masked comparisons would otherwise drop them and give a plausible number)."""
+        loss = super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)
         finite = jnp.all(jnp.isfinite(embeddings))
+        if ref is not None:
+            finite = finite & jnp.all(jnp.isfinite(ref.embeddings))
         return jnp.where(finite, loss, jnp.full_like(loss, jnp.nan))
 
     def pair_terms(
