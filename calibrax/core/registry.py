@@ -23,7 +23,7 @@ from calibrax.core import checks
 
 __all__ = ["DOMAINS", "KINDS", "Entry", "get", "get_entry", "list_entries", "names", "register"]
 
-KINDS = ("function", "metric", "stateful_metric", "loss", "backbone", "statistic")
+KINDS = ("function", "metric", "stateful_metric", "loss", "regularizer", "backbone", "statistic")
 DOMAINS = (
     "regression",
     "classification",

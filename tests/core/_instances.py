@@ -93,7 +93,19 @@ KWARGS: dict[str, Callable[[], dict[str, Any]]] = {
         ["large_margin_softmax_loss", "soft_triple_loss", "sphereface_loss"], _classifier_loss
     ),
     "p2s_grad_loss": lambda: {"descriptors_dim": 4, "num_classes": 3, "rngs": nnx.Rngs(0)},
+    "CMMD": _buffered(),
+    "ranked_list_loss": lambda: {"margin": 0.4, "Tn": 1.0},
+    "manifold_loss": lambda: {"l": 4, "rngs": nnx.Rngs(0)},
+    "cross_batch_memory": lambda: {"loss": _contrastive(), "embedding_size": 4, "memory_size": 8},
+    "self_supervised_loss": lambda: {"loss": _contrastive()},
+    "multiple_losses": lambda: {"losses": [_contrastive()]},
 }
+
+
+def _contrastive() -> Any:
+    from calibrax.metric_learning import ContrastiveLoss
+
+    return ContrastiveLoss()
 
 
 def names(kind: str) -> list[str]:

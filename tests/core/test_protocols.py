@@ -177,5 +177,7 @@ def test_registered_loss_is_a_metric_learning_protocol(name):
     loss = construct(name)
     assert isinstance(loss, MetricLearningProtocol)
     params = _params(loss.__call__)
-    assert [p.name for p in params[:2]] == ["embeddings", "labels"]
+    # SelfSupervisedLoss pairs two views, as pytorch-metric-learning's: (embeddings, ref_emb).
+    second = "ref_emb" if name == "self_supervised_loss" else "labels"
+    assert [p.name for p in params[:2]] == ["embeddings", second]
     assert all(p.default is not p.empty or p.kind is p.VAR_KEYWORD for p in params[2:])

@@ -16,7 +16,7 @@ __all__ = ["CenterInvariantRegularizer"]
 
 @register(
     "center_invariant_regularizer",
-    kind="loss",
+    kind="regularizer",
     tier=3,
     domain="metric_learning",
     higher_is_better=False,

@@ -18,7 +18,7 @@ __all__ = ["LpRegularizer"]
 
 @register(
     "lp_regularizer",
-    kind="loss",
+    kind="regularizer",
     tier=3,
     domain="metric_learning",
     higher_is_better=False,

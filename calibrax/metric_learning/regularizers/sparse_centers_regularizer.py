@@ -20,7 +20,7 @@ __all__ = ["SparseCentersRegularizer"]
 
 @register(
     "sparse_centers_regularizer",
-    kind="loss",
+    kind="regularizer",
     tier=3,
     domain="metric_learning",
     higher_is_better=False,

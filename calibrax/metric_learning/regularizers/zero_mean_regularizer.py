@@ -17,7 +17,7 @@ __all__ = ["ZeroMeanRegularizer"]
 
 @register(
     "zero_mean_regularizer",
-    kind="loss",
+    kind="regularizer",
     tier=3,
     domain="metric_learning",
     higher_is_better=False,
