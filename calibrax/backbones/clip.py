@@ -282,6 +282,7 @@ class CLIPVision(nnx.Module):
         std = jnp.asarray(np.reshape(self.std, (1, 1, 1, 3)), dtype)
         return self.visual((images - mean) / std)
 
+    @checks.nan_if_invalid
     def __call__(self, images: Float[Array, "batch h w 3"]) -> Float[Array, "batch embed"]:
         """The projected image embedding of ``images``.
 

@@ -341,6 +341,7 @@ class DINOv2(nnx.Module):
         x = self.norm(x)
         return DINOv2Output(features=x[:, 0], patch_tokens=x[:, 1:].reshape(batch, h0, w0, dim))
 
+    @checks.nan_if_invalid
     def forward(self, images: Float[Array, "batch h w 3"]) -> DINOv2Output:
         """CLS embedding and patch tokens of ``images``.
 

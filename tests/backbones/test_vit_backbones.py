@@ -170,6 +170,19 @@ def test_nan_under_jit_is_not_a_plausible_number(dino, clip):
     assert np.isnan(np.asarray(jax.jit(lambda x: clip(x))(bad[:, :16, :16]))).all()
 
 
+def test_out_of_range_rows_under_jit_are_nan(dino, clip):
+    """Pixels in [0, 255] where [0, 1] is expected: under jit the eager range check cannot run,
+    so that row's embedding is NaN (calibrax.core.checks), the others are untouched."""
+    good = np.random.default_rng(0).random((2, 28, 28, 3)).astype(np.float32)
+    bad = good.copy()
+    bad[0] *= 255.0
+    for model, x, y in ((dino, good, bad), (clip, good[:, :16, :16], bad[:, :16, :16])):
+        want = np.asarray(jax.jit(lambda v, m=model: m(v))(jnp.asarray(x)))
+        got = np.asarray(jax.jit(lambda v, m=model: m(v))(jnp.asarray(y)))
+        assert np.isnan(got[0]).all()
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
+
 # ---- frozen, jit ----------------------------------------------------------------------------------
 
 
