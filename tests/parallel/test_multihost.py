@@ -371,7 +371,7 @@ def test_mismatch_message_names_processes_and_settings():
         "`class`: calibrax.metrics.kid.KernelDistance vs calibrax.metrics.fid.FrechetDistance; "
         "`coef`: 1.0 vs <missing>;"
     )
-    assert message.endswith("and 9 more")
+    assert message.endswith("and 11 more")
 
 
 def test_sync_with_one_process_keeps_the_state():
