@@ -21,7 +21,8 @@ Preprocessing: 224x224, bicubic, CLIP's normalisation ``mean (0.48145466, 0.4578
 inputs. OpenAI's ``preprocess`` resizes the shorter side with Pillow's bicubic and center-crops;
 clean-fid's CLIP-FID resizes the whole image with its ``"clean"`` (Pillow bicubic on float) resize,
 which is calibrax's ``"clean"`` mode and this backbone's :attr:`CLIPVision.resize_method`. The
-positional embeddings are not interpolated: the input must be exactly 224x224.
+positional embeddings are not interpolated: the input must be exactly 224x224 (336x336 for
+``clip-vit-l14-336``, OpenAI's ViT-L/14@336px, the feature space of the CMMD paper).
 """
 
 from __future__ import annotations
@@ -48,16 +49,19 @@ from calibrax.backbones._zoo import register_backbone
 from calibrax.core import checks
 from calibrax.core.registry import register
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "CLIP_VARIANTS", "CLIPVision"]
+__all__ = ["CLIP_MEAN", "CLIP_RESOLUTION", "CLIP_STD", "CLIP_VARIANTS", "CLIPVision"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-#: name -> (patch, width, layers, heads, embed_dim) of the released image towers (224 px).
+#: name -> (patch, width, layers, heads, embed_dim) of the released image towers.
 CLIP_VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
     "clip-vit-b32": (32, 768, 12, 12, 512),
     "clip-vit-l14": (14, 1024, 24, 16, 768),
+    "clip-vit-l14-336": (14, 1024, 24, 16, 768),
 }
+#: Input resolution of each released tower (224 px unless listed).
+CLIP_RESOLUTION: dict[str, int] = {"clip-vit-l14-336": 336}
 _EPS = 1e-5
 
 
@@ -314,7 +318,7 @@ def _builder(name: str):
     def build(*, rngs: nnx.Rngs | None = None) -> CLIPVision:
         return CLIPVision(
             patch=patch,
-            grid=224 // patch,
+            grid=CLIP_RESOLUTION.get(name, 224) // patch,
             width=width,
             layers=layers,
             heads=heads,

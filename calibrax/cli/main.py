@@ -45,7 +45,7 @@ RESIZE_CHOICES = ("pytorch-fid", "tf1", "clean", "antialias", "none")
 # calibrax.metrics.GENERATIVE_METRICS, likewise.
 METRIC_CHOICES = ("fid", "kid", "is", "prdc", "cmmd")
 # calibrax.metrics.cmmd.CMMD_BACKBONE: the default feature space of `calibrax cmmd`.
-CMMD_BACKBONE = "clip-vit-l14"
+CMMD_BACKBONE = "clip-vit-l14-336"
 # The members with a real side, which a reference file serves (the Inception Score has none).
 REAL_SIDE = ("fid", "kid", "prdc")
 

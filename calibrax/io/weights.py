@@ -184,6 +184,16 @@ KNOWN_WEIGHTS: dict[str, WeightFile] = {
                 "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "ViT-L-14.pt"
             ),
         ),
+        WeightFile(
+            name="clip-vit-l14-336",
+            filename="ViT-L-14-336px.pt",
+            sha256="3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
+            licence="MIT",
+            source=_CLIP.format(
+                "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
+                "ViT-L-14-336px.pt",
+            ),
+        ),
     )
 }
 

@@ -20,8 +20,8 @@ from calibrax.metrics.reference import RealRowsReference
 
 __all__ = ["CMMD", "CMMD_BACKBONE"]
 
-#: The feature space of the CMMD paper: CLIP ViT-L/14's projected image embedding.
-CMMD_BACKBONE = "clip-vit-l14"
+#: The feature space of the CMMD paper: OpenAI CLIP ViT-L/14@336px's projected image embedding.
+CMMD_BACKBONE = "clip-vit-l14-336"
 
 
 @register(
@@ -51,9 +51,10 @@ class CMMD(BufferedFeatureMetric, RealRowsReference):
     or the unbiased estimator with ``unbiased=True``. No subsets; kernel sums run in blocks of
     ``block_size`` rows (memory ``O(block_size²)``).
 
-    Feature space: the paper uses the ViT-L/14 image tower at 336 px; ``backbone`` accepts any
-    name (an imported ``clip-vit-l14`` checkpoint, or an alias made with ``calibrax weights
-    import NAME PATH --as ALIAS``), module or ``None`` (features only).
+    Feature space: the paper's, OpenAI's ViT-L/14@336px image tower (``clip-vit-l14-336``, imported
+    once from ``ViT-L-14-336px.pt``); ``backbone`` accepts any name (``clip-vit-l14`` at 224 px, or
+    an alias made with ``calibrax weights import NAME PATH --as ALIAS``), module or ``None``
+    (features only).
 
     ``update(images=..., real=...)`` / ``update(features=..., real=...)`` runs under ``nnx.jit``,
     takes ``mask=``, and ignores unknown keyword arguments (``nnx.MultiMetric``); ``merge``,

@@ -216,7 +216,12 @@ def test_released_architectures_declare_their_preprocessing():
     assert CLIP_VARIANTS == {
         "clip-vit-b32": (32, 768, 12, 12, 512),
         "clip-vit-l14": (14, 1024, 24, 16, 768),
+        "clip-vit-l14-336": (14, 1024, 24, 16, 768),
     }
+    # ViT-L/14@336px (CMMD's feature space): a 24 x 24 grid, so 577 positional embeddings; the
+    # structure only (nnx.eval_shape: no 1.2 GB of zeros).
+    big = nnx.eval_shape(lambda: _zoo.build("clip-vit-l14-336"))
+    assert big.input_size == (336, 336) and big.num_features == 768
     # The two smallest released shapes, built (the others only differ by the table above).
     for name, dim in (("dinov2-vit-s14", 384), ("clip-vit-b32", 512)):
         model = _zoo.build(name)

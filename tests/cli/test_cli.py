@@ -172,6 +172,7 @@ KNOWN_DIGESTS = {
     "squeezenet1_1",
     "clip-vit-b32",
     "clip-vit-l14",
+    "clip-vit-l14-336",
 }
 
 
@@ -576,12 +577,12 @@ def test_cmmd_command_defaults_to_clip_and_refuses_a_reference(folders, tmp_path
     code, out, err = tiny_cli("cmmd", a, b, "--metrics", "cmmd,fid", "--json")
     assert code == 0, err
     got = json.loads(out)
-    assert got["backbone"] == "clip-vit-l14"  # the CMMD paper's feature space by default
+    assert got["backbone"] == "clip-vit-l14-336"  # the CMMD paper's feature space by default
     assert set(got) == {"cmmd", "frechet_distance"} | RUN_KEYS
     assert got["cmmd"] > 0 and math.isfinite(got["cmmd"])
     # The same collection as `kid --metrics cmmd`: one pipeline, one number.
     code, out, err = tiny_cli(
-        "kid", a, b, "--metrics", "cmmd", "--backbone", "clip-vit-l14", "--json"
+        "kid", a, b, "--metrics", "cmmd", "--backbone", "clip-vit-l14-336", "--json"
     )
     assert code == 0, err
     assert json.loads(out)["cmmd"] == got["cmmd"]

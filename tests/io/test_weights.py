@@ -46,6 +46,7 @@ def test_registry_entries():
         "alexnet",
         "clip-vit-b32",
         "clip-vit-l14",
+        "clip-vit-l14-336",
         "dinov2-vit-b14",
         "dinov2-vit-g14",
         "dinov2-vit-l14",
