@@ -109,11 +109,14 @@ def unbiased_mmd2(
     References:
         Bińkowski et al., 2018, arXiv:1801.01401.
     """
+    return _unbiased_mmd2(x, y, _kernel_spec(kernel, degree, gamma, coef, sigma, x.shape[1]))
+
+
+def _unbiased_mmd2(x: jax.Array, y: jax.Array, spec: dict) -> jax.Array:
+    """:func:`unbiased_mmd2` with the kernel already described by ``spec``."""
     m = x.shape[0]
-    spec = _kernel_spec(kernel, degree, gamma, coef, sigma, x.shape[1])
     off_diagonal = _off_diagonal_kernel_sum(x, spec) + _off_diagonal_kernel_sum(y, spec)
-    kxy = _kernel(x, y, spec)
-    return off_diagonal / (m * (m - 1)) - 2.0 * jnp.sum(kxy) / (m * m)
+    return off_diagonal / (m * (m - 1)) - 2.0 * jnp.sum(_kernel(x, y, spec)) / (m * m)
 
 
 def _off_diagonal_kernel_sum(x: jax.Array, spec: dict) -> jax.Array:
@@ -229,9 +232,7 @@ def kid_from_buffers(
     def one(idx: tuple[jax.Array, jax.Array]) -> jax.Array:
         x = real[idx[0]].astype(dtype)
         y = fake[idx[1]].astype(dtype)
-        off_diagonal = _off_diagonal_kernel_sum(x, spec) + _off_diagonal_kernel_sum(y, spec)
-        m = x.shape[0]
-        return off_diagonal / (m * (m - 1)) - 2.0 * jnp.sum(_kernel(x, y, spec)) / (m * m)
+        return _unbiased_mmd2(x, y, spec)
 
     scores = jax.lax.map(one, (real_idx, fake_idx))
     return jnp.mean(scores), jnp.std(scores)
