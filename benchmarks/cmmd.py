@@ -11,6 +11,11 @@ generated unit-norm embeddings of dimension ``d`` (CLIP ViT-L/14's 768 by defaul
 Both sides are matrix-product bound: numpy forms ``n² + m² + nm`` kernel entries, ours forms the
 symmetric kernels' blocks once (``n²/2 + m²/2 + nm``), so about 1.5x fewer products is the
 structural gain; the rest is XLA's fused exp/sum against numpy's passes over three full matrices.
+To show that bound in the same run, the script also times one bare ``n x n`` product ``x yᵀ``
+per dtype (XLA's jitted ``jnp.dot`` against numpy's BLAS, rows ``matmul_...``): at equal product
+speed, an exact CMMD cannot beat the reference by more than about ``3 / 2`` times its product
+speed ratio plus the elementwise passes numpy makes (which count for much more in float64, where
+its ``exp`` over three ``n x n`` matrices is slow).
 
 Times are medians of ``--runs`` calls after a warm-up (our compilation is in the warm-up). Prints
 a markdown table, then one JSON line per row with ``benchmark``, ``ours_s``, ``reference_s`` and
@@ -70,6 +75,14 @@ def main() -> None:
         rows.append(
             (f"cmmd_n{n}_d{d}_{np.dtype(dtype).name}", ours_s, ref_s, ours_value, ref_value)
         )
+    products = []
+    product = jax.jit(lambda a, b: jnp.dot(a, b.T))
+    for dtype in (np.float32, np.float64):
+        x, y = real.astype(dtype), fake.astype(dtype)
+        xj, yj = jnp.asarray(x), jnp.asarray(y)
+        ours_s = median_time(lambda xj=xj, yj=yj: product(xj, yj).block_until_ready(), args.runs)
+        ref_s = median_time(lambda x=x, y=y: x @ y.T, args.runs)
+        products.append((f"matmul_n{n}_d{d}_{np.dtype(dtype).name}", ours_s, ref_s))
     exact = rows[1][3]
 
     print(f"CMMD, {n} + {n} embeddings, d = {d}, median of {args.runs} runs")
@@ -81,8 +94,12 @@ def main() -> None:
             f"| {name} | {ours_s:.4g} | {ref_s:.4g} | {ref_s / ours_s:.3g}x | "
             f"{ov:.7g} / {rv:.7g} ({exact:.7g}) |"
         )
+    for name, ours_s, ref_s in products:
+        print(
+            f"| {name} (one bare product) | {ours_s:.4g} | {ref_s:.4g} | {ref_s / ours_s:.3g}x | |"
+        )
     print()
-    for name, ours_s, ref_s, _, _ in rows:
+    for name, ours_s, ref_s in [r[:3] for r in rows] + products:
         print(
             json.dumps(
                 {"benchmark": name, "ours_s": ours_s, "reference_s": ref_s, "ratio": ref_s / ours_s}
