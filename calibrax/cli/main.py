@@ -113,10 +113,11 @@ def _feed(metric: Any, folder: Any, real: bool, args: argparse.Namespace) -> int
     for batch in _progress(folder.batches(args.batch_size), total, folder.folder, args.progress):
         update(metric, jnp.asarray(batch), real)
         n += batch.shape[0]
-    if folder.skipped:
-        print(
-            f"skipped {len(folder.skipped)} unreadable file(s) in {folder.folder}", file=sys.stderr
-        )
+    # Found/used/skipped by reason: on stderr when anything was left out, always in --json.
+    counts = folder.counts()
+    args.__dict__.setdefault("files", {})[str(folder.folder)] = counts
+    if counts["skipped"] or "folders_read_once" in counts:
+        print(f"calibrax: {folder.folder}: {folder.summary()}", file=sys.stderr)
     return n
 
 
@@ -574,6 +575,12 @@ def _print_human(result: dict[str, Any]) -> None:
         print(format_payoff_table([TwoAFCRow(**row) for row in result["payoff"]]))
         result = {k: v for k, v in result.items() if k != "payoff"}
     for k, v in result.items():
+        if k == "files" and isinstance(v, dict):
+            from calibrax.io.images import format_counts
+
+            for folder, counts in v.items():
+                print(f"files: {folder}: {format_counts(counts)}")
+            continue
         if v is None:
             v = "unknown"  # e.g. the sample count of a pytorch-fid file, which stores none
         print(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}")
@@ -824,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"calibrax: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
+    if getattr(args, "files", None) and isinstance(result, dict):
+        result["files"] = args.files  # per folder: found, used, skipped (by reason)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
