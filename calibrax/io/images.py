@@ -75,7 +75,8 @@ class ImageScan:
         files: The image files (by extension, case-insensitive), sorted; symlinked files and
             folders are followed.
         skipped: The files not listed, by reason: ``"unsupported extension"`` (any other
-            extension, hidden files included) and ``"broken symlink"``.
+            extension, hidden files included) and ``"broken symlink"``; and the folders that
+            could not be listed (``"unlistable folder"``, e.g. without read permission).
         revisited: Symlinked folders not entered because their target was already read (a
             symlink loop, or a second link to the same folder): each folder is read once.
     """
@@ -94,7 +95,8 @@ class ImageScan:
 def _walk(folder: Path, seen: set[str], scan: ImageScan) -> None:
     try:
         entries = sorted(folder.iterdir())
-    except OSError:  # a folder that cannot be listed: nothing in it is found
+    except OSError:  # a folder that cannot be listed (permissions): counted, not searched
+        scan.skipped.setdefault("unlistable folder", []).append(folder)
         return
     for entry in entries:
         if entry.is_dir():  # follows symlinks

@@ -213,3 +213,18 @@ def test_folder_counts_found_used_and_skipped_by_reason(linked):
         "found 8 files: used 5, skipped 3 (1 broken symlink, 1 unreadable, 1 unsupported "
         "extension); 2 symlinked folder(s) not re-entered (already read)"
     )
+
+
+def test_a_folder_that_cannot_be_listed_is_counted(linked, monkeypatch):
+    # Root ignores permissions, so the refusal is simulated where Path.iterdir meets it.
+    listdir = type(linked).iterdir
+
+    def iterdir(self):
+        if self.name == "own":
+            raise PermissionError(13, "Permission denied", str(self))
+        return listdir(self)
+
+    monkeypatch.setattr(type(linked), "iterdir", iterdir)
+    scan = scan_images(linked)
+    assert [p.name for p in scan.skipped["unlistable folder"]] == ["own"]
+    assert [p.name for p in scan.files] == ["c.png", "d.png", "e.png"]
