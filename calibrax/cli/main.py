@@ -115,7 +115,7 @@ def _feed(metric: Any, folder: Any, real: bool, args: argparse.Namespace) -> int
         n += batch.shape[0]
     # Found/used/skipped by reason: on stderr when anything was left out, always in --json.
     counts = folder.counts()
-    args.__dict__.setdefault("files", {})[str(folder.folder)] = counts
+    args.__dict__.setdefault("file_counts", {})[str(folder.folder)] = counts
     if counts["skipped"] or "folders_read_once" in counts:
         print(f"calibrax: {folder.folder}: {folder.summary()}", file=sys.stderr)
     return n
@@ -884,8 +884,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"calibrax: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
-    if getattr(args, "files", None) and isinstance(result, dict):
-        result["files"] = args.files  # per folder: found, used, skipped (by reason)
+    if getattr(args, "file_counts", None) and isinstance(result, dict):
+        result["files"] = args.file_counts  # per folder: found, used, skipped (by reason)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

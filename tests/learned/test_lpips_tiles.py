@@ -4,7 +4,9 @@ The trunks are randomly initialised (``pnet_rand``): tiling exactness is a prope
 architecture (receptive field, strides, padding), not of the weights, and needs no weight file.
 """
 
+import io
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -66,9 +68,17 @@ def test_tiles_cover_each_tap_grid_once_with_one_window_shape():
             assert i == len(starts) - 1 or s + win - hi >= 96
 
 
-def test_tiled_alexnet_equals_the_whole_image(alex, alex_pair, alex_whole):
-    got = lpips_tiled(alex, *alex_pair, tile=416)
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_tiled_alexnet_equals_the_whole_image(alex, alex_pair, alex_whole, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)  # tqdm draws its bar on terminals only
+    got = lpips_tiled(alex, *alex_pair, tile=416, progress=True)
     assert tile_plan(600, 800, margin=96, tile=416).num_tiles == 6
+    assert "lpips tiles" in terminal.getvalue() and "6/6" in terminal.getvalue()
     # Same pixels and padding per kept position: only float32 rounding differs (seen: 3e-8).
     np.testing.assert_allclose(got, alex_whole, rtol=1e-6)
 
