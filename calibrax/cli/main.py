@@ -410,6 +410,7 @@ def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
     from calibrax.learned import lpips_tiled
     from calibrax.learned import tile_plan
     from calibrax.learned.lpips_tiles import default_margin
+    from calibrax.learned.lpips_tiles import default_tile
 
     # Both images are read (and their sizes compared) before the model is built.
     a, b = load_image(args.img1), load_image(args.img2)  # uint8 at their own size
@@ -427,7 +428,7 @@ def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
 
     def tile_for(net: str) -> tuple[int, int]:
         margin = default_margin(net)
-        tile = args.tile if args.tile is not None else 2 * margin + 512
+        tile = args.tile if args.tile is not None else default_tile(net)
         if tile < 2 * margin + 64:
             raise CLIError(
                 f"expected --tile >= {2 * margin + 64} for --net {net} (twice its margin "
@@ -748,8 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=(
             "largest tile side in pixels: images larger than this run in overlapping tiles with "
-            "the whole-image result (default twice the trunk's margin plus 512: 704 for alex, "
-            "1408 for efficientnet-lite0); memory grows with the tile, not the image"
+            "the whole-image result (default twice the trunk's margin plus 1024: 1216 for alex, "
+            "1920 for efficientnet-lite0); memory grows with the tile, not the image"
         ),
     )
     common(p, backbone=False)

@@ -40,19 +40,34 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["RECEPTIVE_FIELDS", "TILE_ALIGN", "TilePlan", "lpips_tiled", "tile_plan"]
+__all__ = [
+    "RECEPTIVE_FIELDS",
+    "TILE_ALIGN",
+    "TilePlan",
+    "default_margin",
+    "default_tile",
+    "lpips_tiled",
+    "tile_plan",
+]
 
 # The receptive field (pixels) of each trunk's deepest LPIPS tap.
 RECEPTIVE_FIELDS = {"alex": 163, "vgg": 196, "squeeze": 207, "efficientnet-lite0": 851}
 # Window origins and size residues: a multiple of every trunk's total stride (16 or 32).
 TILE_ALIGN = 32
-# New pixels per window side, beyond the two margins, of the default tile.
-_DEFAULT_CORE = 512
+# New pixels per window side, beyond the two margins, of the default tile: on a 3000x4000 image
+# with AlexNet (CPU), 1024 runs as fast as the whole image at once in half its peak memory; 512
+# took 2.6 times as long (more overlap).
+_DEFAULT_CORE = 1024
 
 
 def default_margin(net: str) -> int:
     """Half the receptive field of ``net``'s deepest tap, rounded up to :data:`TILE_ALIGN`."""
     return TILE_ALIGN * math.ceil(RECEPTIVE_FIELDS[net] / (2 * TILE_ALIGN))
+
+
+def default_tile(net: str) -> int:
+    """The default window side for ``net``: both margins and 1024 new pixels (alex: 1216)."""
+    return 2 * default_margin(net) + _DEFAULT_CORE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +176,9 @@ def lpips_tiled(
         x: Images (batch, height, width, 3) as float in the model's convention, or ``uint8`` in
             [0, 255] (then scaled to [0, 1] window by window, and ``normalize`` is True).
         y: Images of the same shape and dtype.
-        tile: The largest window side in pixels (default ``2 * margin + 512``). Device memory
-            grows with ``tile``, not with the image.
+        tile: The largest window side in pixels (default ``2 * margin + 1024``: 1216 for
+            ``alex``, 1920 for ``efficientnet-lite0``). Device memory grows with ``tile``, not
+            with the image.
         margin: Context on each side of a window (default: half the receptive field of the
             trunk's deepest tap, rounded up to a multiple of 32; see :data:`RECEPTIVE_FIELDS`).
         normalize: The input convention (default: the model's); ignored for ``uint8``.
@@ -184,7 +200,7 @@ def lpips_tiled(
     else:
         normalize = model.normalize if normalize is None else normalize
     margin = default_margin(model.net) if margin is None else margin
-    tile = 2 * margin + _DEFAULT_CORE if tile is None else tile
+    tile = 2 * margin + _DEFAULT_CORE if tile is None else tile  # default_tile(net)
     if as_uint8:
         # The shape checks of LPIPS.__call__ on zero-copy float views (uint8 is always in range).
         model._validate(_float_view(x), _float_view(y), normalize)

@@ -18,6 +18,7 @@ from calibrax.learned import LPIPS
 from calibrax.learned import lpips_tiled
 from calibrax.learned import tile_plan
 from calibrax.learned.lpips_tiles import default_margin
+from calibrax.learned.lpips_tiles import default_tile
 
 
 def _pair(height, width, seed=0):
@@ -113,12 +114,14 @@ def test_tiled_efficientnet_lite0_with_same_padding_of_odd_sizes():
 
 
 def test_memory_is_bounded_by_the_window_not_the_image(alex):
-    # A 3000x4000 photo (the 553 s, 3.5 GB report) runs as 48 windows of one 696x704 shape;
-    # XLA's memory analysis of the compiled programs: the window's is a twentieth of the whole's.
-    plan = tile_plan(3000, 4000, margin=96, tile=704)
-    assert plan.window == (696, 704) and plan.num_tiles == 48
-    bigger = tile_plan(6000, 8000, margin=96, tile=704)
-    assert bigger.window == (688, 704) and bigger.num_tiles == 208
+    # A 3000x4000 photo (the 553 s, 3.5 GB report) runs as 12 windows of one shape at most
+    # 1216 pixels a side (AlexNet's default tile), and a 6000x8000 one in windows as small.
+    # XLA's memory analysis of the compiled programs: the window's is a fraction of the whole's.
+    assert default_tile("alex") == 1216
+    plan = tile_plan(3000, 4000, margin=96, tile=1216)
+    assert plan.window == (1208, 1216) and plan.num_tiles == 12
+    bigger = tile_plan(6000, 8000, margin=96, tile=1216)
+    assert bigger.window == (1200, 1216) and bigger.num_tiles == 48
     graph, state = nnx.split(alex)
     fn = jax.jit(lambda s, a, b: nnx.merge(graph, s).tap_maps(a, b, normalize=True))
 
@@ -128,7 +131,8 @@ def test_memory_is_bounded_by_the_window_not_the_image(alex):
         return m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
 
     tile_bytes, whole_bytes = footprint(plan.window), footprint((3000, 4000))
-    assert tile_bytes < 64 * 2**20 < 16 * tile_bytes < whole_bytes  # seen: 56 MiB vs 981 MiB
+    print(f"window {tile_bytes / 2**20:.0f} MiB, whole image {whole_bytes / 2**20:.0f} MiB")
+    assert tile_bytes < 256 * 2**20 and 6 * tile_bytes < whole_bytes  # seen: 136 vs 981 MiB
 
 
 def test_bad_arguments(alex, alex_pair):
