@@ -228,3 +228,22 @@ def test_a_folder_that_cannot_be_listed_is_counted(linked, monkeypatch):
     scan = scan_images(linked)
     assert [p.name for p in scan.skipped["unlistable folder"]] == ["own"]
     assert [p.name for p in scan.files] == ["c.png", "d.png", "e.png"]
+
+
+def test_8bit_and_16bit_folders_feed_the_same_batches(tmp_path, photo):
+    # The FID path: each image resized from its own size to the backbone's input. The 16-bit
+    # twin gives the same floats (1e-6: float32 rounding of u * 257 / 65535 against u / 255),
+    # so the features are the same.
+    for i in range(3):
+        crop = photo[i * 8 : i * 8 + 64, :64]
+        for d in ("a8", "a16"):
+            (tmp_path / d).mkdir(exist_ok=True)
+        Image.fromarray(crop).save(tmp_path / "a8" / f"{i}.png")
+        write_png16(tmp_path / "a16" / f"{i}.png", crop.astype(np.uint16) * 257)
+    (b8,) = ImageFolder(tmp_path / "a8", size=(40, 40), method="pytorch-fid").batches(8)
+    (b16,) = ImageFolder(tmp_path / "a16", size=(40, 40), method="pytorch-fid").batches(8)
+    assert b16.shape == (3, 40, 40, 3)
+    np.testing.assert_allclose(b16, b8, rtol=0, atol=1e-6)
+    (u8,) = ImageFolder(tmp_path / "a8").batches(8)
+    (u16,) = ImageFolder(tmp_path / "a16").batches(8)
+    np.testing.assert_array_equal(u16, u8)
