@@ -113,10 +113,11 @@ def _feed(metric: Any, folder: Any, real: bool, args: argparse.Namespace) -> int
     for batch in _progress(folder.batches(args.batch_size), total, folder.folder, args.progress):
         update(metric, jnp.asarray(batch), real)
         n += batch.shape[0]
-    if folder.skipped:
-        print(
-            f"skipped {len(folder.skipped)} unreadable file(s) in {folder.folder}", file=sys.stderr
-        )
+    # Found/used/skipped by reason: on stderr when anything was left out, always in --json.
+    counts = folder.counts()
+    args.__dict__.setdefault("file_counts", {})[str(folder.folder)] = counts
+    if counts["skipped"] or "folders_read_once" in counts:
+        print(f"calibrax: {folder.folder}: {folder.summary()}", file=sys.stderr)
     return n
 
 
@@ -401,20 +402,55 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
-    import jax.numpy as jnp
+    """LPIPS of two images of one size (or IMG2 resized with --resize), in tiles when large."""
+    import numpy as np
 
     from calibrax.io import load_image
     from calibrax.learned import LPIPS
+    from calibrax.learned import lpips_tiled
+    from calibrax.learned import tile_plan
+    from calibrax.learned.lpips_tiles import default_margin
+    from calibrax.learned.lpips_tiles import default_tile
 
-    a = load_image(args.img1)
-    b = load_image(args.img2, size=a.shape[:2], method="clean")  # float32 in [0, 1]
+    # Both images are read (and their sizes compared) before the model is built.
+    a, b = load_image(args.img1), load_image(args.img2)  # uint8 at their own size
+    resized = a.shape != b.shape
+    if resized:
+        (h1, w1), (h2, w2) = a.shape[:2], b.shape[:2]
+        if not args.resize:
+            raise CLIError(
+                f"expected IMG1 and IMG2 to have the same size, got {h1}x{w1} ({args.img1}) and "
+                f"{h2}x{w2} ({args.img2}); pass --resize to resize IMG2 to {h1}x{w1}"
+            )
+        # clean-fid's "clean" resize of IMG2 from its own size, never requantised: float [0, 1].
+        b = load_image(args.img2, size=(h1, w1), method="clean")
+        a = a.astype(np.float32) / np.float32(255.0)
+
+    def tile_for(net: str) -> tuple[int, int]:
+        margin = default_margin(net)
+        tile = args.tile if args.tile is not None else default_tile(net)
+        if tile < 2 * margin + 64:
+            raise CLIError(
+                f"expected --tile >= {2 * margin + 64} for --net {net} (twice its margin "
+                f"{margin} plus 64), got {tile}"
+            )
+        return margin, tile
+
     if args.heads:
         model = LPIPS.from_checkpoint(args.heads, normalize=True)
     else:
+        tile_for(args.net)  # a bad --tile fails before the model is built
         model = LPIPS(net=args.net, pretrained=args.net != "efficientnet-lite0", normalize=True)
-    x = jnp.asarray(a[None], jnp.float32) / 255.0
-    y = jnp.asarray(b[None], jnp.float32)
-    return {"lpips": float(model(x, y)[0]), "net": model.net}
+    margin, tile = tile_for(model.net)
+    plan = tile_plan(a.shape[0], a.shape[1], margin=margin, tile=tile)
+    value = lpips_tiled(model, a[None], b[None], tile=tile, normalize=True, progress=args.progress)
+    return {
+        "lpips": float(value[0]),
+        "net": model.net,
+        "size": f"{a.shape[0]}x{a.shape[1]}",
+        "resized": resized,
+        "tiles": plan.num_tiles,
+    }
 
 
 def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
@@ -574,6 +610,12 @@ def _print_human(result: dict[str, Any]) -> None:
         print(format_payoff_table([TwoAFCRow(**row) for row in result["payoff"]]))
         result = {k: v for k, v in result.items() if k != "payoff"}
     for k, v in result.items():
+        if k == "files" and isinstance(v, dict):
+            from calibrax.io.images import format_counts
+
+            for folder, counts in v.items():
+                print(f"files: {folder}: {format_counts(counts)}")
+            continue
         if v is None:
             v = "unknown"  # e.g. the sample count of a pytorch-fid file, which stores none
         print(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}")
@@ -692,6 +734,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--net", default="alex", choices=("alex", "vgg", "squeeze", "efficientnet-lite0")
     )
     p.add_argument("--heads", help="a heads checkpoint saved by train-lpips")
+    p.add_argument(
+        "--resize",
+        action="store_true",
+        help=(
+            "if the sizes differ, resize IMG2 to IMG1's size first (clean-fid's 'clean' mode: "
+            "Pillow's bicubic on float channels, from IMG2's own size); without it, images of "
+            "different sizes are an error"
+        ),
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help=(
+            "largest tile side in pixels: images larger than this run in overlapping tiles with "
+            "the whole-image result (default twice the trunk's margin plus 1024: 1216 for alex, "
+            "1920 for efficientnet-lite0); memory grows with the tile, not the image"
+        ),
+    )
     common(p, backbone=False)
     p.set_defaults(func=cmd_lpips)
 
@@ -824,6 +885,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"calibrax: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
+    if getattr(args, "file_counts", None) and isinstance(result, dict):
+        result["files"] = args.file_counts  # per folder: found, used, skipped (by reason)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -4,10 +4,13 @@ from calibrax.io.checkpoint import CheckpointManager
 from calibrax.io.checkpoint import read_metadata
 from calibrax.io.checkpoint import restore_state
 from calibrax.io.checkpoint import save_state
+from calibrax.io.images import IMAGE_EXTENSIONS
 from calibrax.io.images import ImageFolder
+from calibrax.io.images import ImageScan
 from calibrax.io.images import UnreadableImageError
 from calibrax.io.images import list_images
 from calibrax.io.images import load_image
+from calibrax.io.images import scan_images
 from calibrax.io.torch_checkpoint import CheckpointError
 from calibrax.io.torch_checkpoint import UnsafeCheckpointError
 from calibrax.io.torch_checkpoint import load_torch_checkpoint
@@ -18,11 +21,13 @@ from calibrax.io.weights import import_weights
 from calibrax.io.weights import weights_status
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "KNOWN_WEIGHTS",
     "CheckpointError",
     "CheckpointManager",
     "HashMismatchError",
     "ImageFolder",
+    "ImageScan",
     "UnreadableImageError",
     "UnsafeCheckpointError",
     "WeightsNotFoundError",
@@ -33,5 +38,6 @@ __all__ = [
     "read_metadata",
     "restore_state",
     "save_state",
+    "scan_images",
     "weights_status",
 ]

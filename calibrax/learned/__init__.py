@@ -29,6 +29,9 @@ from calibrax.learned.lpips import LPIPSMetric
 from calibrax.learned.lpips import load_official_heads
 from calibrax.learned.lpips import lpips
 from calibrax.learned.lpips import read_heads
+from calibrax.learned.lpips_tiles import TilePlan
+from calibrax.learned.lpips_tiles import lpips_tiled
+from calibrax.learned.lpips_tiles import tile_plan
 from calibrax.learned.payoff import TwoAFCRow
 from calibrax.learned.payoff import bootstrap_interval
 from calibrax.learned.payoff import format_payoff_table
@@ -66,6 +69,7 @@ __all__ = [
     "RankingHead",
     "SyntheticTwoAFC",
     "TemperatureScaling",
+    "TilePlan",
     "TwoAFCFolder",
     "TwoAFCRow",
     "VectorScaling",
@@ -82,6 +86,7 @@ __all__ = [
     "load_official_heads",
     "lpips",
     "lpips_schedule",
+    "lpips_tiled",
     "offline_images",
     "pair_distances",
     "payoff_table",
@@ -91,6 +96,7 @@ __all__ = [
     "ranking_loss",
     "read_heads",
     "rgb_to_lab",
+    "tile_plan",
     "train_dists",
     "train_lpips",
     "two_afc_score",

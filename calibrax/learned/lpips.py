@@ -410,24 +410,34 @@ class LPIPS(LearnedMetric):
         """
         normalize = self.normalize if normalize is None else normalize
         self._validate(x, y, normalize)
-        if normalize:
-            x, y = 2.0 * x - 1.0, 2.0 * y - 1.0
-        shift = jnp.asarray(self.shift, x.dtype).reshape(1, 1, 1, 3)
-        scale = jnp.asarray(self.scale, x.dtype).reshape(1, 1, 1, 3)
-        taps_x = self.trunk.taps((x - shift) / scale)
-        taps_y = self.trunk.taps((y - shift) / scale)
         values = []
-        for head, fx, fy in zip(self.heads, taps_x, taps_y, strict=True):
-            diff = (_unit_normalize(fx) - _unit_normalize(fy)) ** 2
-            if self.lpips and self.dropout is not None:
-                diff = self.dropout(diff)
-            v = head(diff) if self.lpips else jnp.sum(diff, axis=-1)
+        for v in self.tap_maps(x, y, normalize=normalize):
             if self.spatial:
                 values.append(_upsample(v, x.shape[1:3]))
             else:
                 values.append(jnp.mean(v, axis=(1, 2)))
         total = sum(values[1:], values[0])
         return (total, values) if per_layer else total
+
+    def tap_maps(self, x: jax.Array, y: jax.Array, *, normalize: bool) -> list[jax.Array]:
+        """The per-position distance of each tap, (batch, H_l, W_l) each, before the mean.
+
+        No input checks (see :meth:`__call__`); :func:`calibrax.learned.lpips_tiled` sums these
+        over tiles of a large image.
+        """
+        if normalize:
+            x, y = 2.0 * x - 1.0, 2.0 * y - 1.0
+        shift = jnp.asarray(self.shift, x.dtype).reshape(1, 1, 1, 3)
+        scale = jnp.asarray(self.scale, x.dtype).reshape(1, 1, 1, 3)
+        taps_x = self.trunk.taps((x - shift) / scale)
+        taps_y = self.trunk.taps((y - shift) / scale)
+        maps = []
+        for head, fx, fy in zip(self.heads, taps_x, taps_y, strict=True):
+            diff = (_unit_normalize(fx) - _unit_normalize(fy)) ** 2
+            if self.lpips and self.dropout is not None:
+                diff = self.dropout(diff)
+            maps.append(head(diff) if self.lpips else jnp.sum(diff, axis=-1))
+        return maps
 
     def distance(self, x: jax.Array, y: jax.Array) -> jax.Array:
         d = self(x, y)

@@ -104,8 +104,16 @@ def test_missing_weights_say_how_to_import(folders):
 
 def test_unreadable_file_stops_or_is_skipped(folders, tmp_path):
     bad = tmp_path / "bad"
-    for i in range(3):
+    for i in range(2):
         _png(bad / f"{i}.png", np.asarray(Image.open(folders / "a" / f"{i}.png")))
+    # A .tif in a symlinked folder (before: both skipped silently), a loop, a broken link, a .txt.
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(folders / "a" / "2.png").save(other / "2.tif")
+    os.symlink(other, bad / "linked")
+    os.symlink(bad, other / "loop")
+    os.symlink(tmp_path / "gone.png", bad / "gone.png")
+    (bad / "notes.txt").write_text("not an image")
     (bad / "broken.png").write_bytes(b"\x89PNG\r\n not an image")
     _one_line_error(run("stats", str(bad), "-o", str(tmp_path / "s.npz")), "broken.png")
     ok = run(
@@ -118,8 +126,25 @@ def test_unreadable_file_stops_or_is_skipped(folders, tmp_path):
         "--no-progress",
     )
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["num_samples"] == 3
-    assert "skipped 1 unreadable file(s)" in ok.stderr
+    result = json.loads(ok.stdout)
+    assert result["num_samples"] == 3
+    assert result["files"] == {
+        str(bad): {
+            "found": 6,
+            "used": 3,
+            "skipped": 3,
+            "skipped_by_reason": {
+                "broken symlink": 1,
+                "unreadable": 1,
+                "unsupported extension": 1,
+            },
+            "folders_read_once": 1,
+        }
+    }
+    assert ok.stderr.strip().splitlines()[-1] == (
+        f"calibrax: {bad}: found 6 files: used 3, skipped 3 (1 broken symlink, 1 unreadable, "
+        "1 unsupported extension); 1 symlinked folder(s) not re-entered (already read)"
+    )
 
 
 def test_mixed_sizes_resize_or_fail_with_resize_none(tmp_path):
@@ -394,7 +419,7 @@ ALL_KEYS = {
     "density",
     "coverage",
 }
-RUN_KEYS = {"backbone", "resize", "num_a", "num_b"}
+RUN_KEYS = {"backbone", "resize", "num_a", "num_b", "files"}
 
 
 def test_stats_writes_one_reference_that_fid_and_kid_read(folders, tmp_path, tiny_cli):
