@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
+
+from calibrax_console import EXIT_INTERRUPTED
+from calibrax_console import install_interrupt_handling
+from calibrax_console import leave_interrupted
 
 __all__ = ["main"]
 
@@ -38,7 +40,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TARGET_MISSED = 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 DEFAULT_BACKBONE = "efficientnet-lite0"
 # calibrax.functional.RESIZE_MODES and "none", spelled out so that parsing does not import jax.
 RESIZE_CHOICES = ("pytorch-fid", "tf1", "clean", "antialias", "none")
@@ -765,44 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_LEAVING = threading.Lock()
-
-
-def _leave_interrupted() -> None:
-    """Say "interrupted" once and end the process with exit code 130, skipping teardown."""
-    _LEAVING.acquire()  # a second caller waits here until the process is gone
-    sys.stdout.flush()
-    os.write(2, b"calibrax: interrupted\n")
-    os._exit(EXIT_INTERRUPTED)
-
-
-def _exit_on_interrupt() -> None:
-    """Make Ctrl-C end the console script at once: "interrupted", exit code 130.
-
-    Python runs its SIGINT handler (``KeyboardInterrupt``) only between bytecodes of the main
-    thread, which can sit for minutes in an XLA compilation. The signal's wake-up byte is read by
-    a watcher thread instead, which leaves without the interpreter's teardown (that can crash while
-    XLA's threads still run).
-    """
-    import signal
-
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-
-    def watch() -> None:
-        while True:
-            data = os.read(read_fd, 64)
-            if data and signal.SIGINT in data:
-                _leave_interrupted()
-
-    threading.Thread(target=watch, name="calibrax-interrupt", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``calibrax`` console script; returns the exit code."""
     if argv is None:
-        _exit_on_interrupt()
+        install_interrupt_handling()  # a no-op when the console script installed it already
     args = build_parser().parse_args(argv)
     args.exit_code = EXIT_OK
     if getattr(args, "batch_size", 1) < 1:
@@ -815,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except KeyboardInterrupt:
         if argv is None:
-            _leave_interrupted()
+            leave_interrupted()
         print("calibrax: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
