@@ -110,10 +110,17 @@ def test_one_image_folder_fails_before_the_backbone(folders, cli):
 
 
 def test_one_image_folder_through_the_entry_point(folders):
+    """With --debug the traceback shows where it stopped: in the source check that runs before
+    the backbone is loaded (before the fix, after both folders had gone through it)."""
     one = str(folders / "one")
-    proc = run("fid", str(folders / "a"), one)
+    proc = run("--debug", "fid", str(folders / "a"), one)
     assert proc.returncode == 1
-    assert _error(proc) == f"calibrax: error: expected at least 2 readable images in {one!r}, got 1"
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"CLIError: expected at least 2 readable images in {one!r}, got 1")
+    )
+    assert "in _check_sources" in proc.stderr and "_backbone" not in proc.stderr
 
 
 # Errors name the command line's flags, not the library's parameters.
