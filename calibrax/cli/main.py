@@ -332,10 +332,13 @@ def _kid_subset_size(
         return args.subset_size
     if n >= KID_SUBSET_SIZE:
         return KID_SUBSET_SIZE
-    size = max(n // 2, 2)
+    if n // 2 >= 2:
+        size, why = n // 2, f"half the {n} in {smaller!r}, which holds fewer than"
+    else:
+        size, why = 2, f"the fewest KID takes; {smaller!r} holds {n}, fewer than"
     args.kid_notes.append(
-        f"KID subsets of {size} images: half the {n} in {smaller!r}, which holds fewer than "
-        f"the default {KID_SUBSET_SIZE} (pass --subset-size to choose)"
+        f"KID subsets of {size} images: {why} the default {KID_SUBSET_SIZE} (pass "
+        "--subset-size to choose)"
     )
     return size
 

@@ -43,7 +43,7 @@ def _error(proc_or_err) -> str:
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("refusals")
     rng = np.random.default_rng(0)
-    for side, n in (("a", 5), ("b", 5), ("c", 7), ("one", 1)):
+    for side, n in (("a", 5), ("b", 5), ("c", 7), ("two", 2), ("one", 1)):
         (root / side).mkdir()
         for i in range(n):
             arr = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
@@ -229,6 +229,16 @@ def test_kid_with_fewer_images_than_the_subset_size(folders, cli):
     got = json.loads(out)
     assert got["kid_subset_size"] == 2 and got["kid_note"] == note
     assert got["kid_std"] > 0.0  # 100 subsets of 2 out of 5 and 7: they differ
+
+    two = str(folders / "two")
+    code, out, err = cli("kid", two, c, "--json")
+    assert code == 0, err
+    note = (
+        f"KID subsets of 2 images: the fewest KID takes; {two!r} holds 2, fewer than the default "
+        "1000 (pass --subset-size to choose)"
+    )
+    assert err.strip() == f"calibrax: note: {note}"
+    assert json.loads(out)["kid_note"] == note and json.loads(out)["kid_std"] > 0.0
 
     # Every subset the whole of both sides: the std is 0 by construction, so it is unknown.
     code, out, err = cli("kid", a, b, "--subset-size", "5", "--json")
