@@ -85,6 +85,7 @@ FLAG_NAMES = {
     },
     "calibrate": {"method": "--method"},
     "weights": {"name": "NAME", "path": "PATH", "alias": "--as"},
+    "bench": {"name": "NAME"},
 }
 
 

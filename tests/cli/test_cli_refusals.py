@@ -173,6 +173,10 @@ def test_backbone_and_weights_errors_name_flags(folders, capsys):
     assert _error(capsys.readouterr().err).startswith(
         "calibrax: error: expected `--as` to be a name of letters, digits"
     )
+    assert main(["bench", "nope"]) == 1
+    assert _error(capsys.readouterr().err).startswith(
+        "calibrax: error: expected `NAME` to be one of "
+    )
 
 
 @pytest.mark.parametrize(
