@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
+
+from calibrax_console import EXIT_INTERRUPTED
+from calibrax_console import install_interrupt_handling
+from calibrax_console import leave_interrupted
 
 __all__ = ["main"]
 
@@ -38,7 +40,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TARGET_MISSED = 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 DEFAULT_BACKBONE = "efficientnet-lite0"
 # calibrax.functional.RESIZE_MODES and "none", spelled out so that parsing does not import jax.
 RESIZE_CHOICES = ("pytorch-fid", "tf1", "clean", "antialias", "none")
@@ -52,6 +53,48 @@ REAL_SIDE = ("fid", "kid", "prdc")
 
 class CLIError(Exception):
     """An error reported to the user as one line."""
+
+
+# The library's errors name its Python parameters in backticks; a command line user set them with
+# these flags (or positional arguments), so the message names those instead.
+_METRIC_FLAGS = {
+    "name": "--backbone",
+    "subsets": "--subsets",
+    "subset_size": "--subset-size",
+    "splits": "--splits",
+    "k": "--prdc-k",
+    "batch_size": "--batch-size",
+    "size": "--resize",
+}
+FLAG_NAMES = {
+    "fid": _METRIC_FLAGS,
+    "kid": _METRIC_FLAGS,
+    "cmmd": _METRIC_FLAGS,
+    "stats": _METRIC_FLAGS,
+    "lpips": {"net": "--net", "batch_size": "--batch-size", "size": "--resize"},
+    "train-lpips": {
+        "net": "--net",
+        "batch_size": "--batch-size",
+        "patch_size": "--patch-size",
+        "epochs": "--epochs",
+        "decay_epochs": "--decay-epochs",
+        "lr": "--lr",
+        "trunk_lr": "--trunk-lr",
+        "seed": "--seed",
+        "judge": "--judge",
+    },
+    "calibrate": {"method": "--method"},
+    "weights": {"name": "NAME", "path": "PATH", "alias": "--as"},
+    "bench": {"name": "NAME"},
+}
+
+
+def _cli_spelling(message: str, command: str) -> str:
+    """``message`` with each backticked Python parameter of ``command`` replaced by its flag."""
+    import re
+
+    flags = FLAG_NAMES.get(command, {})
+    return re.sub(r"`(\w+)`", lambda m: f"`{flags.get(m.group(1), m.group(1))}`", message)
 
 
 def _setup_jax() -> None:
@@ -161,7 +204,8 @@ def _tool(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_sources(*paths: str) -> None:
-    """Fail fast on a missing or empty folder or .npz, before any backbone is loaded."""
+    """Fail fast on a missing or empty folder or .npz, or a folder with fewer than 2 readable
+    images, before any backbone is loaded (and compiled)."""
     from calibrax.io import list_images
 
     for p in paths:
@@ -169,7 +213,30 @@ def _check_sources(*paths: str) -> None:
             if not Path(p).is_file():
                 raise CLIError(f"expected an existing .npz statistics file, got {p!r}")
         else:
-            list_images(p)
+            _check_readable(p, list_images(p))
+
+
+def _check_readable(folder: str, files: list[Path], need: int = 2) -> None:
+    """Raise unless ``need`` of ``files`` open as images.
+
+    Cheap: Pillow's ``open`` reads only the header, and the scan stops at the ``need``-th
+    readable file, so a large folder costs ``need`` header reads (plus one per unreadable file
+    before them). A file with a readable header can still fail to decode later; that error
+    names the file.
+    """
+    from PIL import Image
+
+    readable = unreadable = 0
+    for path in files:
+        try:
+            with Image.open(path):
+                readable += 1
+        except (OSError, SyntaxError, ValueError):
+            unreadable += 1
+        if readable >= need:
+            return
+    why = f" ({len(files)} image files, {unreadable} unreadable)" if unreadable else ""
+    raise CLIError(f"expected at least {need} readable images in {folder!r}, got {readable}{why}")
 
 
 def _metric_list(text: str) -> tuple[str, ...]:
@@ -233,6 +300,76 @@ def _fid_of_references(args: argparse.Namespace, name: str) -> dict[str, Any]:
     return {name: float(value), "backbone": "from .npz", "num_a": n1, "num_b": n2}
 
 
+KID_SUBSET_SIZE = 1000  # the KID paper's, torch-fidelity's and torchmetrics' default
+
+
+def _kid_subset_size(
+    args: argparse.Namespace, metrics: tuple[str, ...], real: str, fake: str, ref: Any
+) -> int:
+    """KID's subset size, chosen (or refused) from the file counts before any backbone loads.
+
+    ``--subset-size`` larger than a side is refused, as torch-fidelity and torchmetrics refuse
+    it (clean-fid clamps silently). Without it: 1000 when each side holds at least 1000 images,
+    else half the smaller side (at least 2), so that the subsets differ and ``kid_std`` measures
+    their spread; :func:`_kid_fields` says the choice on stderr and records it (``kid_note``).
+    """
+    from calibrax.io import list_images
+
+    args.kid_notes = []
+    if "kid" not in metrics:
+        return KID_SUBSET_SIZE
+    counts = {p: len(list_images(p)) for p in (real, fake) if not p.endswith(".npz")}
+    if ref is not None:
+        counts[real] = ref.num_samples
+    smaller = min(counts, key=counts.__getitem__)
+    n = counts[smaller]
+    if args.subset_size is not None:
+        if args.subset_size > n:
+            raise CLIError(
+                f"expected `--subset-size` to be at most the number of images of each side, got "
+                f"{args.subset_size} with {n} in {smaller!r}; pass --subset-size "
+                f"{max(n // 2, 2)} (half the smaller side, so that the subsets differ), or leave "
+                "it out for that"
+            )
+        return args.subset_size
+    if n >= KID_SUBSET_SIZE:
+        return KID_SUBSET_SIZE
+    if n // 2 >= 2:
+        size, why = n // 2, f"half the {n} in {smaller!r}, which holds fewer than"
+    else:
+        size, why = 2, f"the fewest KID takes; {smaller!r} holds {n}, fewer than"
+    args.kid_notes.append(
+        f"KID subsets of {size} images: {why} the default {KID_SUBSET_SIZE} (pass "
+        "--subset-size to choose)"
+    )
+    return size
+
+
+def _kid_fields(
+    args: argparse.Namespace, subset_size: int, n_real: int | None, n_fake: int
+) -> dict[str, Any]:
+    """The subset size a KID run used, and ``kid_std`` unknown when the subsets cannot differ."""
+    fields: dict[str, Any] = {"kid_subset_size": subset_size}
+    sides = [n for n in (n_real, n_fake) if n is not None]
+    if args.subsets < 2 or all(subset_size >= n for n in sides):
+        why = (
+            "one subset (--subsets 1)"
+            if args.subsets < 2
+            else f"every subset holds all the images of both sides ({subset_size})"
+        )
+        args.kid_notes.append(
+            f"kid_std is unknown: {why}, so the subsets cannot differ and their std is 0 by "
+            "construction; pass --subsets of at least 2 and a --subset-size below a side's "
+            "image count for a spread"
+        )
+        fields["kid_std"] = None
+    for note in args.kid_notes:
+        print(f"calibrax: note: {note}", file=sys.stderr)
+    if args.kid_notes:
+        fields["kid_note"] = "; ".join(args.kid_notes)
+    return fields
+
+
 def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[str, Any]:
     """Every asked metric through one GenerativeMetrics: one backbone pass per batch.
 
@@ -257,6 +394,7 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
                 f"expected two image folders for cmmd (a reference file does not hold its "
                 f"normalized embeddings), got the reference {ref.path!r}"
             )
+    subset_size = _kid_subset_size(args, metrics, real, fake, ref)
     backbone = _backbone_for(args)
     options = _image_options(args, backbone)
     n_fake_files = len(ImageFolder(fake))
@@ -265,7 +403,6 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
     else:
         n_real_files = len(ImageFolder(real))
     capacity = max(n_real_files, n_fake_files, 2)
-    subset_size = min(args.subset_size, capacity)
     members = {
         "fid": {},
         "kid": {"subsets": args.subsets, "subset_size": subset_size},
@@ -295,6 +432,8 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
             f"got {n_real} and {n_fake}"
         )
     values = {k: float(v) for k, v in metric.compute().items()}
+    if "kid" in metrics:
+        values.update(_kid_fields(args, subset_size, n_real, n_fake))
     if args.backbone == "inception-v3-fid" and "frechet_distance" in values:
         values = {("fid" if k == "frechet_distance" else k): v for k, v in values.items()}
     n_a, n_b = (n_real, n_fake) if real == args.a else (n_fake, n_real)
@@ -387,6 +526,9 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
     if n < 2:
         raise CLIError(f"expected at least 2 readable images in {args.dir!r}, got {n}")
     out = Path(args.output)
+    if out.suffix != ".npz":
+        # fid/kid read a source as a reference by its .npz suffix (numpy's own rule for savez).
+        out = out.with_name(out.name + ".npz")
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = metric.save_reference(out)
     return {
@@ -401,6 +543,46 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+LPIPS_DEFAULT_NET = "alex"
+
+
+def _check_lpips_net(args: argparse.Namespace) -> None:
+    """Before any image is read: refuse a trunk without trained heads, and say how to get the
+    weights of a trunk (or the official heads) that are missing."""
+    import importlib.util
+
+    from calibrax.io import weights
+    from calibrax.learned.lpips import OFFICIAL_HEADS
+    from calibrax.learned.lpips import TRUNKS
+
+    if args.heads:
+        return
+    net = f"--net {args.net}" + (" (the default)" if args.net == LPIPS_DEFAULT_NET else "")
+    if args.net not in OFFICIAL_HEADS:
+        raise CLIError(
+            f"expected `--heads` with --net {args.net} (LPIPS has official heads only for "
+            f"{', '.join(OFFICIAL_HEADS)}; untrained heads give an uncalibrated distance), got "
+            f"none; train heads with `calibrax train-lpips --net {args.net} --out DIR` and pass "
+            "--heads DIR/heads"
+        )
+    name = TRUNKS[args.net]
+    row = next(r for r in weights.weights_status() if r["name"] == name)
+    if not row["present"]:
+        raise CLIError(
+            f"expected the {name} weights for the trunk of {net} in the calibrax cache at "
+            f"{row['path']!r}, got none; import the file {row['filename']} (from {row['source']}) "
+            f"once with: calibrax weights import {name} /path/to/{row['filename']}, or pass "
+            "--net efficientnet-lite0 (its trunk ships with calibrax) with --heads from "
+            "`calibrax train-lpips`"
+        )
+    if importlib.util.find_spec("lpips") is None:
+        raise CLIError(
+            f"expected the `lpips` package for the official LPIPS heads of {net}, got it not "
+            "installed; install it with: pip install --no-deps lpips==0.1.4 (calibrax reads its "
+            "heads files without torch), or pass --heads from `calibrax train-lpips`"
+        )
+
+
 def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
     """LPIPS of two images of one size (or IMG2 resized with --resize), in tiles when large."""
     import numpy as np
@@ -412,6 +594,7 @@ def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
     from calibrax.learned.lpips_tiles import default_margin
     from calibrax.learned.lpips_tiles import default_tile
 
+    _check_lpips_net(args)  # missing weights or heads are said before any image is read
     # Both images are read (and their sizes compared) before the model is built.
     a, b = load_image(args.img1), load_image(args.img2)  # uint8 at their own size
     resized = a.shape != b.shape
@@ -453,6 +636,80 @@ def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# What a train-lpips run's results depend on: resuming a run needs every one of them unchanged.
+TRAIN_LPIPS_SETTINGS = (
+    "net",
+    "examples",
+    "val_examples",
+    "patch_size",
+    "epochs",
+    "decay_epochs",
+    "lr",
+    "tune",
+    "trunk_lr",
+    "judge",
+    "seed",
+    "batch_size",
+)
+
+
+def _check_training_flags(args: argparse.Namespace) -> None:
+    """train-lpips's sizes, checked here so that each error names its own flag."""
+    for flag, value, least in (
+        ("--examples", args.examples, 1),
+        ("--val-examples", args.val_examples, 1),
+        ("--epochs", args.epochs, 0),
+        ("--decay-epochs", args.decay_epochs, 0),
+    ):
+        if value < least:
+            raise CLIError(f"expected `{flag}` >= {least}, got {value}")
+    if args.epochs + args.decay_epochs < 1:
+        raise CLIError("expected `--epochs` + `--decay-epochs` >= 1, got 0")
+    if not args.lr > 0:
+        raise CLIError(f"expected `--lr` > 0, got {args.lr}")
+    if args.examples < args.batch_size:
+        raise CLIError(
+            f"expected `--examples` to be at least `--batch-size` ({args.batch_size}, one training "
+            f"step), got {args.examples}"
+        )
+
+
+def _setting_text(key: str, value: Any) -> str:
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool) or value is None:
+        return flag if value else f"no {flag}"
+    return f"{flag} {value}"
+
+
+def _record_or_match_run(args: argparse.Namespace, out: Path) -> None:
+    """Write the run's settings to ``out/settings.json``, or refuse to resume a run in ``out``
+    that was made with other settings (its checkpoints would silently continue that run)."""
+    settings = {k: getattr(args, k) for k in TRAIN_LPIPS_SETTINGS}
+    path = out / "settings.json"
+    fresh = (
+        f"pass the same settings to resume, or a new --out (or delete {str(out)!r}) to start fresh"
+    )
+    if path.is_file():
+        old = json.loads(path.read_text())
+        for key in TRAIN_LPIPS_SETTINGS:
+            if old.get(key) != settings[key]:
+                raise CLIError(
+                    f"expected the settings of the train-lpips run in {str(out)!r} to resume it, "
+                    f"got {_setting_text(key, settings[key])} where that run used "
+                    f"{_setting_text(key, old.get(key))}; {fresh}"
+                )
+        return
+    checkpoints = out / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        raise CLIError(
+            f"expected {str(path)!r} beside the checkpoints of the train-lpips run in "
+            f"{str(out)!r} (the settings to resume it with), got none; pass a new --out (or "
+            f"delete {str(out)!r}) to start fresh"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
 def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
     from calibrax.learned import LPIPS
     from calibrax.learned import SyntheticTwoAFC
@@ -469,7 +726,9 @@ def cmd_train_lpips(args: argparse.Namespace) -> dict[str, Any]:
             "expected --tune with --trunk-lr (a frozen trunk has no learning rate), "
             "got --trunk-lr alone"
         )
+    _check_training_flags(args)
     out = Path(args.out)
+    _record_or_match_run(args, out)
     kw = {"patch_size": args.patch_size, "judge": args.judge}
     train = SyntheticTwoAFC(args.examples, seed=args.seed, **kw)
     val = SyntheticTwoAFC(args.val_examples, seed=args.seed + 1, **kw)
@@ -683,7 +942,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--subsets", type=int, default=100, help="KID subsets")
         p.add_argument(
-            "--subset-size", type=int, default=1000, help="KID subset size (at most the images)"
+            "--subset-size",
+            type=int,
+            default=None,
+            help=(
+                "KID subset size, at most the images of each side (default: 1000, or half the "
+                "smaller side when a side holds fewer, so that subsets differ; kid_std is "
+                "unknown when they cannot)"
+            ),
         )
         p.add_argument("--splits", type=int, default=10, help="inception score splits")
         p.add_argument("--prdc-k", type=int, default=5, help="PRDC nearest neighbours")
@@ -715,7 +981,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stats", help="save a folder's reference statistics (mu, sigma and feature rows) to .npz"
     )
     p.add_argument("dir")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the reference file; .npz is appended to a name without it (the path written is "
+        "printed)",
+    )
     p.add_argument(
         "--metrics",
         default=None,
@@ -731,7 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("img1")
     p.add_argument("img2")
     p.add_argument(
-        "--net", default="alex", choices=("alex", "vgg", "squeeze", "efficientnet-lite0")
+        "--net", default=LPIPS_DEFAULT_NET, choices=("alex", "vgg", "squeeze", "efficientnet-lite0")
     )
     p.add_argument("--heads", help="a heads checkpoint saved by train-lpips")
     p.add_argument(
@@ -826,44 +1098,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_LEAVING = threading.Lock()
-
-
-def _leave_interrupted() -> None:
-    """Say "interrupted" once and end the process with exit code 130, skipping teardown."""
-    _LEAVING.acquire()  # a second caller waits here until the process is gone
-    sys.stdout.flush()
-    os.write(2, b"calibrax: interrupted\n")
-    os._exit(EXIT_INTERRUPTED)
-
-
-def _exit_on_interrupt() -> None:
-    """Make Ctrl-C end the console script at once: "interrupted", exit code 130.
-
-    Python runs its SIGINT handler (``KeyboardInterrupt``) only between bytecodes of the main
-    thread, which can sit for minutes in an XLA compilation. The signal's wake-up byte is read by
-    a watcher thread instead, which leaves without the interpreter's teardown (that can crash while
-    XLA's threads still run).
-    """
-    import signal
-
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-
-    def watch() -> None:
-        while True:
-            data = os.read(read_fd, 64)
-            if data and signal.SIGINT in data:
-                _leave_interrupted()
-
-    threading.Thread(target=watch, name="calibrax-interrupt", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``calibrax`` console script; returns the exit code."""
     if argv is None:
-        _exit_on_interrupt()
+        install_interrupt_handling()  # a no-op when the console script installed it already
     args = build_parser().parse_args(argv)
     args.exit_code = EXIT_OK
     if getattr(args, "batch_size", 1) < 1:
@@ -876,13 +1114,14 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except KeyboardInterrupt:
         if argv is None:
-            _leave_interrupted()
+            leave_interrupted()
         print("calibrax: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
         if args.debug:
             raise
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        msg = _cli_spelling(msg, args.command)
         print(f"calibrax: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
     if getattr(args, "file_counts", None) and isinstance(result, dict):

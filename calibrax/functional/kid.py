@@ -365,7 +365,10 @@ def kernel_inception_distance(
     by default (torchmetrics' and the KID paper's kernel), or with torch-fidelity's
     ``kid_kernel="rbf"`` Gaussian kernel ``k(x, y) = exp(-‖x - y‖² / (2 sigma²))`` (its default
     ``kid_kernel_rbf_sigma`` is 10, as ours). The std is the population std
-    (``ddof=0``), as torchmetrics. Work happens in the widest input float dtype (at least
+    (``ddof=0``), as torchmetrics. When ``subset_size`` equals both sample counts every subset
+    is the whole of both sets (and with ``subsets=1`` there is one subset), so the std is 0 by
+    construction and says nothing, as in torchmetrics and torch-fidelity; ``calibrax kid``
+    reports it as unknown then. Work happens in the widest input float dtype (at least
     float32). jit-able with static settings.
 
     Args:

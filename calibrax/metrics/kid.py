@@ -44,7 +44,9 @@ class KernelDistance(BufferedFeatureMetric, RealRowsReference):
     (seeded by ``seed``, the same draws as
     :func:`calibrax.functional.kernel_inception_distance` on the same rows) and returns the mean
     and population std of the unbiased MMD² with ``k(x, y) = (gamma xᵀy + coef)^degree`` (or the
-    Gaussian RBF kernel with ``kernel="rbf"``).
+    Gaussian RBF kernel with ``kernel="rbf"``). A ``subset_size`` larger than a side's rows is
+    refused at :meth:`compute` (as torchmetrics and torch-fidelity refuse it); one equal to both
+    sides' rows makes every subset the same, so the std is 0 by construction.
 
     ``update(images=..., real=...)`` / ``update(features=..., real=...)`` runs under ``nnx.jit``;
     unknown keyword arguments are ignored (``nnx.MultiMetric``).

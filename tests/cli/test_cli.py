@@ -94,7 +94,7 @@ def test_empty_folder_and_non_image_files(tmp_path):
 
 def test_wrong_backbone_name(folders):
     proc = run("fid", str(folders / "a"), str(folders / "b"), "--backbone", "resnet9000")
-    _one_line_error(proc, "expected `name` to be one of")
+    _one_line_error(proc, "expected `--backbone` to be one of")
 
 
 def test_missing_weights_say_how_to_import(folders):
@@ -412,6 +412,7 @@ ALL_KEYS = {
     "frechet_distance",
     "kid_mean",
     "kid_std",
+    "kid_subset_size",
     "inception_score_mean",
     "inception_score_std",
     "precision",
@@ -449,7 +450,7 @@ def test_stats_writes_one_reference_that_fid_and_kid_read(folders, tmp_path, tin
     code, out, err = tiny_cli("kid", a, b, *kid, "--json")
     assert code == 0, err
     kid_folders = json.loads(out)
-    assert set(kid_folders) == {"kid_mean", "kid_std"} | RUN_KEYS
+    assert set(kid_folders) == {"kid_mean", "kid_std", "kid_subset_size"} | RUN_KEYS
     code, out, err = tiny_cli("kid", ref, b, *kid, "--json")
     assert code == 0, err
     # The stored rows are the folder's features bit for bit: the same KID.

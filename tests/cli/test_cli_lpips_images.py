@@ -1,8 +1,10 @@
 """`calibrax lpips` through the real entry point: sizes that differ, --resize, tiles; 16-bit files.
 
 Runs that need a model use AlexNet's architecture randomly initialised (``pnet_rand``, seed 0),
-swapped in before ``main()`` in the subprocess: the test environment has no AlexNet weight file,
-and what is tested is how the command reads, checks and tiles the images, not the weights.
+swapped in before ``main()`` in the subprocess (and the check that the trunk's weight file is
+in the cache, which runs before any image is read, is skipped there): the test environment has no
+AlexNet weight file, and what is tested is how the command reads, checks and tiles the images,
+not the weights (`test_cli_refusals.py` tests the missing-weights message).
 """
 
 import json
@@ -20,11 +22,12 @@ RANDOM_ALEX = (
     "import sys\n"
     "from flax import nnx\n"
     "import calibrax.learned as learned\n"
-    "from calibrax.cli.main import main\n"
+    "import calibrax.cli.main as cli\n"
+    "cli._check_lpips_net = lambda args: None\n"
     "real = learned.LPIPS\n"
     "learned.LPIPS = lambda **kw: real(net='alex', pretrained=False, pnet_rand=True, "
     "normalize=True, rngs=nnx.Rngs(0))\n"
-    "sys.exit(main(sys.argv[1:]))\n"
+    "sys.exit(cli.main(sys.argv[1:]))\n"
 )
 
 
@@ -85,7 +88,7 @@ def model():
 
 def test_images_of_different_sizes_are_an_error(images):
     # Before: IMG2 was silently resized to IMG1's size.
-    proc = run(str(images / "big.png"), str(images / "small.png"))
+    proc = run(str(images / "big.png"), str(images / "small.png"), random_alex=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         f"calibrax: error: expected IMG1 and IMG2 to have the same size, got 320x400 "
@@ -116,7 +119,14 @@ def test_resize_is_explicit_and_large_images_run_in_tiles(images, model):
     y = load_image(images / "small.png", (320, 400), "clean")[None]
     want = float(model(jnp.asarray(x), jnp.asarray(y))[0])  # the whole image at once
     assert got["lpips"] == pytest.approx(want, rel=1e-6)
-    small = run(str(images / "big.png"), str(images / "small.png"), "--resize", "--tile", "200")
+    small = run(
+        str(images / "big.png"),
+        str(images / "small.png"),
+        "--resize",
+        "--tile",
+        "200",
+        random_alex=True,
+    )
     assert small.returncode == 1
     assert small.stderr.strip() == (
         "calibrax: error: expected --tile >= 256 for --net alex (twice its margin 96 plus 64), got 200"
