@@ -301,6 +301,8 @@ def _fid_of_references(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 
 KID_SUBSET_SIZE = 1000  # the KID paper's, torch-fidelity's and torchmetrics' default
+IS_SPLITS = 10  # torch-fidelity's, torchmetrics' and the Inception Score paper's default
+PRDC_K = 5  # the PRDC paper's (Naeem et al., 2020) and the prdc package's default
 
 
 def _kid_subset_size(
@@ -343,6 +345,55 @@ def _kid_subset_size(
         "--subset-size to choose)"
     )
     return size
+
+
+def _is_prdc_settings(
+    args: argparse.Namespace, metrics: tuple[str, ...], counts: dict[str, int | None], fake: str
+) -> tuple[int, int]:
+    """The Inception Score's splits and PRDC's ``k``, chosen (or refused) from the file counts.
+
+    As for KID's subsets (:func:`_kid_subset_size`), a value the user gave that the images cannot
+    support is refused, naming the flag, instead of being cut down silently; a default that does
+    not fit is lowered and the choice is said (``is_note``/``prdc_note``): ``--splits`` defaults
+    to 10 or, with fewer than 20 generated images, half their number (every split then holds at
+    least 2 images); ``--prdc-k`` defaults to 5 or one less than the smaller side.
+    """
+    splits, k = args.splits, args.prdc_k
+    args.is_notes, args.prdc_notes = [], []
+    n_fake = counts[fake]
+    if "is" in metrics:
+        if splits is None:
+            splits = IS_SPLITS if n_fake >= 2 * IS_SPLITS else max(n_fake // 2, 1)
+            if splits != IS_SPLITS:
+                args.is_notes.append(
+                    f"Inception Score over {splits} splits: {fake!r} holds {n_fake} images, fewer "
+                    f"than the {2 * IS_SPLITS} that the default {IS_SPLITS} splits of at least 2 "
+                    "take (pass --splits to choose)"
+                )
+        elif splits > n_fake:
+            raise CLIError(
+                f"expected `--splits` to be at most the number of generated images, got {splits} "
+                f"with {n_fake} in {fake!r}"
+            )
+    if "prdc" in metrics:
+        known = {p: n for p, n in counts.items() if n is not None}
+        smaller = min(known, key=known.__getitem__)
+        n = known[smaller]
+        if k is None:
+            k = min(PRDC_K, n - 1)
+            if k != PRDC_K:
+                args.prdc_notes.append(
+                    f"PRDC with k = {k} neighbours: {smaller!r} holds {n} images, and k must be "
+                    f"below a side's count (default {PRDC_K}; pass --prdc-k to choose)"
+                )
+        elif k >= n:
+            raise CLIError(
+                f"expected `--prdc-k` to be less than the number of images of each side, got {k} "
+                f"with {n} in {smaller!r}"
+            )
+    for note in args.is_notes + args.prdc_notes:
+        print(f"calibrax: note: {note}", file=sys.stderr)
+    return (IS_SPLITS if splits is None else splits), (PRDC_K if k is None else k)
 
 
 def _kid_fields(
@@ -395,21 +446,30 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
                 f"normalized embeddings), got the reference {ref.path!r}"
             )
     subset_size = _kid_subset_size(args, metrics, real, fake, ref)
-    backbone = _backbone_for(args)
-    options = _image_options(args, backbone)
     n_fake_files = len(ImageFolder(fake))
     if ref is not None:
         n_real_files = ref.num_samples or 0
     else:
         n_real_files = len(ImageFolder(real))
     capacity = max(n_real_files, n_fake_files, 2)
+    splits, prdc_k = _is_prdc_settings(
+        args,
+        metrics,
+        {
+            real: None if ref is not None and not ref.num_samples else n_real_files,
+            fake: n_fake_files,
+        },
+        fake,
+    )
     members = {
         "fid": {},
         "kid": {"subsets": args.subsets, "subset_size": subset_size},
-        "is": {"splits": min(args.splits, n_fake_files)},
-        "prdc": {"k": min(args.prdc_k, capacity - 1)},
+        "is": {"splits": splits},
+        "prdc": {"k": prdc_k},
         "cmmd": {},
     }
+    backbone = _backbone_for(args)
+    options = _image_options(args, backbone)
     metric = GenerativeMetrics(
         backbone=backbone,
         metrics={m: members[m] for m in metrics},
@@ -434,6 +494,14 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
     values = {k: float(v) for k, v in metric.compute().items()}
     if "kid" in metrics:
         values.update(_kid_fields(args, subset_size, n_real, n_fake))
+    if "is" in metrics:
+        values["is_splits"] = splits
+        if args.is_notes:
+            values["is_note"] = "; ".join(args.is_notes)
+    if "prdc" in metrics:
+        values["prdc_k"] = prdc_k
+        if args.prdc_notes:
+            values["prdc_note"] = "; ".join(args.prdc_notes)
     if args.backbone == "inception-v3-fid" and "frechet_distance" in values:
         values = {("fid" if k == "frechet_distance" else k): v for k, v in values.items()}
     n_a, n_b = (n_real, n_fake) if real == args.a else (n_fake, n_real)
@@ -594,6 +662,7 @@ def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
     from calibrax.learned.lpips_tiles import default_margin
     from calibrax.learned.lpips_tiles import default_tile
 
+    given_net, args.net = args.net, args.net or LPIPS_DEFAULT_NET
     _check_lpips_net(args)  # missing weights or heads are said before any image is read
     # Both images are read (and their sizes compared) before the model is built.
     a, b = load_image(args.img1), load_image(args.img2)  # uint8 at their own size
@@ -621,6 +690,11 @@ def cmd_lpips(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.heads:
         model = LPIPS.from_checkpoint(args.heads, normalize=True)
+        if given_net is not None and given_net != model.net:
+            raise CLIError(
+                f"expected --net to be the trunk the heads in {args.heads!r} were trained on "
+                f"({model.net}), got --net {given_net}; leave --net out with --heads"
+            )
     else:
         tile_for(args.net)  # a bad --tile fails before the model is built
         model = LPIPS(net=args.net, pretrained=args.net != "efficientnet-lite0", normalize=True)
@@ -951,8 +1025,25 @@ def build_parser() -> argparse.ArgumentParser:
                 "unknown when they cannot)"
             ),
         )
-        p.add_argument("--splits", type=int, default=10, help="inception score splits")
-        p.add_argument("--prdc-k", type=int, default=5, help="PRDC nearest neighbours")
+        p.add_argument(
+            "--splits",
+            type=int,
+            default=None,
+            help=(
+                f"Inception Score splits, at most the generated images (default: {IS_SPLITS}, or "
+                "half the generated images when there are fewer than twice that; said and "
+                "recorded as is_splits)"
+            ),
+        )
+        p.add_argument(
+            "--prdc-k",
+            type=int,
+            default=None,
+            help=(
+                f"PRDC nearest neighbours, below each side's image count (default: {PRDC_K}, or "
+                "one less than the smaller side; said and recorded as prdc_k)"
+            ),
+        )
 
     p = sub.add_parser("fid", help="Fréchet distance between two folders or .npz references")
     p.add_argument("a")
@@ -1003,7 +1094,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("img1")
     p.add_argument("img2")
     p.add_argument(
-        "--net", default=LPIPS_DEFAULT_NET, choices=("alex", "vgg", "squeeze", "efficientnet-lite0")
+        "--net",
+        default=None,
+        choices=("alex", "vgg", "squeeze", "efficientnet-lite0"),
+        help=f"the trunk (default {LPIPS_DEFAULT_NET}; with --heads, the heads' own trunk)",
     )
     p.add_argument("--heads", help="a heads checkpoint saved by train-lpips")
     p.add_argument(

@@ -11,6 +11,7 @@ resumed from its checkpoint ends exactly where an uninterrupted run does.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -436,6 +437,19 @@ def _train_two_afc(
     trunk_lr: float | None,
 ) -> dict[str, list[float]]:
     """The 2AFC training loop shared by :func:`train_lpips` and :func:`train_dists`."""
+    # A negative epoch count or rate would quietly bend the schedule (or ascend the loss).
+    for name, value in (("epochs", epochs), ("decay_epochs", decay_epochs)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"expected `{name}` to be a non-negative integer, got {value!r}")
+    for name, value in (("lr", lr), ("trunk_lr", trunk_lr)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+            raise ValueError(f"expected `{name}` to be a positive finite number, got {value!r}")
+        if not (math.isfinite(value) and value > 0.0):
+            raise ValueError(f"expected `{name}` to be a positive finite number, got {value!r}")
+    if isinstance(beta1, bool) or not isinstance(beta1, (int, float)) or not 0.0 <= beta1 < 1.0:
+        raise ValueError(f"expected `beta1` to be in [0, 1), got {beta1!r}")
     total = epochs + decay_epochs
     steps = max(1, len(train_data) // batch_size)
     was_trainable = model.trainable

@@ -319,6 +319,21 @@ def test_train_lpips_then_lpips_with_the_trained_heads(tmp_path):
         "--json",
     )
     assert json.loads(diff.stdout)["lpips"] > 0.0
+    # Before: --net was ignored silently with --heads (the heads' own trunk ran).
+    other = run(
+        "lpips",
+        str(tmp_path / "x.png"),
+        str(tmp_path / "y.png"),
+        "--heads",
+        result["heads"],
+        "--net",
+        "alex",
+    )
+    _one_line_error(
+        other,
+        f"expected --net to be the trunk the heads in {result['heads']!r} were trained on "
+        f"({result['net']}), got --net alex; leave --net out with --heads",
+    )
 
 
 def test_train_lpips_trunk_lr_needs_tune(tmp_path):
@@ -415,10 +430,12 @@ ALL_KEYS = {
     "kid_subset_size",
     "inception_score_mean",
     "inception_score_std",
+    "is_splits",
     "precision",
     "recall",
     "density",
     "coverage",
+    "prdc_k",
 }
 RUN_KEYS = {"backbone", "resize", "num_a", "num_b", "files"}
 
@@ -485,12 +502,13 @@ def test_metrics_option_computes_every_metric_from_one_pass(folders, tmp_path, t
     printed = dict(line.split(": ", 1) for line in out.strip().splitlines())
     assert (
         set(printed)
-        == {"inception_score_mean", "inception_score_std"}
+        == {"inception_score_mean", "inception_score_std", "is_splits"}
         | {
             "precision",
             "recall",
             "density",
             "coverage",
+            "prdc_k",
         }
         | RUN_KEYS
     )

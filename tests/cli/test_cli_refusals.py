@@ -405,3 +405,42 @@ def test_train_lpips_resumes_only_with_the_same_settings(tmp_path, cli, monkeypa
         f"checkpoints of the train-lpips run in {out!r} (the settings to resume it with), got "
         f"none; pass a new --out (or delete {out!r}) to start fresh"
     )
+
+
+def test_inception_score_splits_and_prdc_k_are_not_cut_silently(folders, cli):
+    # Before: --splits was cut to the generated count and --prdc-k to (larger side - 1), silently.
+    a, c = str(folders / "a"), str(folders / "c")
+    code, out, err = cli("fid", a, c, "--metrics", "is,prdc", "--json")
+    assert code == 0, err
+    is_note = (
+        f"Inception Score over 3 splits: {c!r} holds 7 images, fewer than the 20 that the default "
+        "10 splits of at least 2 take (pass --splits to choose)"
+    )
+    prdc_note = (
+        f"PRDC with k = 4 neighbours: {a!r} holds 5 images, and k must be below a side's count "
+        "(default 5; pass --prdc-k to choose)"
+    )
+    assert err.strip().splitlines() == [
+        f"calibrax: note: {is_note}",
+        f"calibrax: note: {prdc_note}",
+    ]
+    got = json.loads(out)
+    assert (got["is_splits"], got["is_note"]) == (3, is_note)
+    assert (got["prdc_k"], got["prdc_note"]) == (4, prdc_note)
+    # Values the images support are used as given, without a note.
+    code, out, err = cli("fid", a, c, "--metrics", "is,prdc", "--splits", "7", "--prdc-k", "4")
+    assert code == 0 and err == ""
+    assert "is_splits: 7" in out.splitlines() and "prdc_k: 4" in out.splitlines()
+    # Values they cannot support are refused, naming the flag.
+    code, _, err = cli("fid", a, c, "--metrics", "is", "--splits", "8")
+    assert code == 1
+    assert _error(err) == (
+        f"calibrax: error: expected `--splits` to be at most the number of generated images, got "
+        f"8 with 7 in {c!r}"
+    )
+    code, _, err = cli("fid", a, c, "--metrics", "prdc", "--prdc-k", "5")
+    assert code == 1
+    assert _error(err) == (
+        f"calibrax: error: expected `--prdc-k` to be less than the number of images of each side, "
+        f"got 5 with 5 in {a!r}"
+    )

@@ -102,6 +102,26 @@ def test_bad_training_setups(data):
         train_lpips(_model(), train, epochs=0, decay_epochs=0, progress=False)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"decay_epochs": -2}, "expected `decay_epochs` to be a non-negative integer, got -2"),
+        ({"epochs": -1}, "expected `epochs` to be a non-negative integer, got -1"),
+        ({"epochs": 1.5}, "expected `epochs` to be a non-negative integer, got 1.5"),
+        ({"lr": -1e-4}, "expected `lr` to be a positive finite number, got -0.0001"),
+        ({"lr": float("nan")}, "expected `lr` to be a positive finite number, got nan"),
+        ({"lr": "1e-4"}, "expected `lr` to be a positive finite number, got '1e-4'"),
+        ({"beta1": 1.0}, "expected `beta1` to be in [0, 1), got 1.0"),
+    ],
+)
+def test_schedule_settings_are_checked(data, kwargs, message):
+    # Before: a negative decay_epochs shortened the run and bent the schedule, and a negative
+    # learning rate ascended the loss, without a word.
+    train, _ = data
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train_lpips(_model(), train, progress=False, **kwargs)
+
+
 def test_evaluate_2afc_in_unit_interval(data):
     _, val = data
     score = evaluate_2afc(_model(), val, batch_size=20)
