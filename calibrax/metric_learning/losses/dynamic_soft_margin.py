@@ -69,7 +69,8 @@ def _fold_sums(
     ``neg[a, n]``, one positive slot per anchor at a time (``fold_positives``): O(B² g bins)
     work for at most ``g`` positives per anchor, O(B²) memory, and no branch per table width.
     A ``while_loop`` has no reverse-mode rule, so the gradient w.r.t. ``mat`` is folded the same
-    way, slot by slot, from each slot's own VJP."""
+    way, slot by slot, written out (the derivatives autodiff takes of :func:`_tent_and_step`,
+    summed over the bins in the same pass)."""
 
     @jax.custom_vjp
     def sums(mat: jax.Array) -> jax.Array:
@@ -82,9 +83,19 @@ def _fold_sums(
         return sums(mat), mat
 
     def bwd(mat: jax.Array, ct: jax.Array) -> tuple[jax.Array]:
+        rows = jnp.arange(mat.shape[0])
+        b = jnp.arange(bins, dtype=mat.dtype)[None, None, :]
+
         def body(acc: jax.Array, index: jax.Array, valid: jax.Array) -> jax.Array:
-            _, vjp = jax.vjp(lambda m: _slot_sums(m, index, valid, neg, min_val, delta, bins), mat)
-            return acc + vjp(ct)[0]
+            # d/dt of the kept entries' tent weights relu(1 - |u - b|) (u = (t - min_val) /
+            # delta; JAX's relu'(0) = sign(0) = 0) and of [u >= b] t, bin by bin.
+            t = jnp.take_along_axis(mat, index[:, None], axis=1) - mat
+            d = ((t - min_val) / delta)[..., None] - b
+            tent = jnp.where(jnp.abs(d) < 1, -jnp.sign(d), 0) * (ct[0] / delta)[None, None, :]
+            step = jnp.where(d >= 0, ct[1][None, None, :], 0)
+            g_t = jnp.where(valid[:, None] & neg, jnp.sum(tent + step, axis=-1), 0)
+            # t = d(a, p) - d(a, n): +g_t to the anchor's positive, -g_t to each negative.
+            return (acc - g_t).at[rows, index].add(jnp.sum(g_t, axis=1))
 
         return (fold_positives(pos, body, jnp.zeros_like(mat)),)
 
