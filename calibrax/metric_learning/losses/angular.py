@@ -55,7 +55,7 @@ def _at(mat: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.take_along_axis(mat, index[:, None], axis=1)[:, 0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _pair_values(
     a_q: jax.Array,
     a_r: jax.Array,
@@ -63,14 +63,16 @@ def _pair_values(
     keep: jax.Array,
     counted: jax.Array,
     c2: float,
+    shared: bool,
 ) -> jax.Array:
     """``log(1 + sum_n keep[a, n] exp(a_q[a, n] + a_r[p, n] - c2 cos_qr[a, p]))`` for each
     counted pair (a, p), 0 elsewhere: one positive slot of every anchor at a time
     (``fold_positives``), so O(B² g) work and O(B²) memory for at most ``g`` counted pairs per
     anchor. The backward pass is written out (a ``while_loop`` has no reverse-mode rule): per
     slot again (recomputed, bounded by 1), each pair's ``d value / d kept`` row goes to its
-    anchor's row and is scatter-added to its positive's."""
-    return _pair_values_fwd(a_q, a_r, cos_qr, keep, counted, c2)[0]
+    anchor's row and is scatter-added to its positive's. ``shared`` (static): ``a_q`` and ``a_r`` are the same array,
+    and its whole gradient is returned for ``a_q``."""
+    return _pair_values_fwd(a_q, a_r, cos_qr, keep, counted, c2, shared)[0]
 
 
 def _pair_values_fwd(
@@ -80,6 +82,7 @@ def _pair_values_fwd(
     keep: jax.Array,
     counted: jax.Array,
     c2: float,
+    shared: bool,
 ) -> tuple[jax.Array, Any]:
     rows = jnp.arange(cos_qr.shape[0])
 
@@ -92,18 +95,29 @@ def _pair_values_fwd(
     return values, (a_q, a_r, cos_qr, keep, counted, values)
 
 
-def _pair_values_bwd(c2: float, res: Any, g: jax.Array) -> tuple[Any, ...]:
+def _pair_values_bwd(c2: float, shared: bool, res: Any, g: jax.Array) -> tuple[Any, ...]:
     a_q, a_r, cos_qr, keep, counted, values = res
     g = jnp.where(counted, g, 0)
 
+    def d_kept(index: jax.Array, valid: jax.Array) -> jax.Array:
+        _, weights, denom = _slot_terms(a_q, a_r[index], _at(cos_qr, index), keep, c2)
+        return (jnp.where(valid, _at(g, index), 0) / denom)[:, None] * weights
+
     def slot(carry: Any, index: jax.Array, valid: jax.Array) -> Any:
         d_q, d_r = carry
-        _, weights, denom = _slot_terms(a_q, a_r[index], _at(cos_qr, index), keep, c2)
-        g_t = jnp.where(valid, _at(g, index), 0)
-        d_kept = (g_t / denom)[:, None] * weights
-        return d_q + d_kept, d_r.at[index].add(d_kept)
+        d = d_kept(index, valid)
+        return d_q + d, d_r.at[index].add(d)
 
-    d_q, d_r = fold_positives(counted, slot, (jnp.zeros_like(a_q), jnp.zeros_like(a_r)))
+    def shared_slot(acc: jax.Array, index: jax.Array, valid: jax.Array) -> jax.Array:
+        d = d_kept(index, valid)
+        return (acc + d).at[index].add(d)
+
+    if shared:
+        # ``a_q`` and ``a_r`` are one array (the batch is its own reference set): one
+        # accumulator, one fresh (B, B) buffer fewer; its whole gradient goes to ``a_q``.
+        d_q, d_r = fold_positives(counted, shared_slot, jnp.zeros_like(a_q)), None
+    else:
+        d_q, d_r = fold_positives(counted, slot, (jnp.zeros_like(a_q), jnp.zeros_like(a_r)))
     # The d value / d kept[n] of a pair sum to 1 - exp(-value).
     d_cos = c2 * g * jnp.expm1(-values)
     return d_q, d_r, d_cos, None, None
@@ -243,6 +257,6 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
         enough = jnp.any(pos > 0) & jnp.any(neg > 0)
         weights = jnp.where(enough, pos, 0).astype(query.dtype)
         counted = (pos > 0) & jnp.any(keep, axis=1)[:, None]
-        values = _pair_values(a_q, a_r, cos_qr, keep, counted, c2)
+        values = _pair_values(a_q, a_r, cos_qr, keep, counted, c2, ref is query)
         values = jnp.where(counted, values, 0)
         return LossTerm(values, weights)
