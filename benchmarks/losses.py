@@ -1,7 +1,8 @@
 """Metric-learning losses, forward + backward: calibrax against pytorch-metric-learning.
 
-For each loss (PML 2.9 defaults on both sides, all pairs / all triplets), one training-step worth
-of work: the loss and its gradient w.r.t. the embeddings, float32, batch ``B`` in {256, 1024},
+For each loss (PML 2.9 defaults on both sides, all pairs / all triplets; the few that need
+arguments or another call are listed in ``CONSTRUCT`` / ``our_step`` / ``reference_call``), one
+training-step worth of work: the loss and its gradient w.r.t. the embeddings, float32, batch ``B`` in {256, 1024},
 ``d = 128``, 4 samples per class. Ours is ``jax.jit(jax.value_and_grad(loss))`` timed with
 ``block_until_ready`` after a warm-up (compilation excluded); PML is ``loss(...).backward()``.
 Both get the same float32 inputs already in memory (a JAX array / a torch tensor) and both return
@@ -90,6 +91,28 @@ ISSUE16_LOSSES = [
     "SoftTripleLoss",
 ]
 CLASS_WEIGHT_LOSSES = {"LargeMarginSoftmaxLoss", "SphereFaceLoss", "P2SGradLoss", "SoftTripleLoss"}
+# Issue 16, the second batch (once benchmarks/losses_b.py).
+ISSUE16_LOSSES_B = [
+    "SignalToNoiseRatioContrastiveLoss",
+    "TupletMarginLoss",
+    "VICRegLoss",
+    "SmoothAPLoss",
+    "RankedListLoss",
+    "ThresholdConsistentMarginLoss",
+    "DynamicSoftMarginLoss",
+    "PNPLoss",
+    "ManifoldLoss",
+]
+# Losses built or called otherwise than ``Loss()(embeddings, labels)``: PML 2.9 defaults, plus the
+# required arguments (RankedListLoss: margin 0.4, Tn 1). VICReg compares the batch with a second
+# view (the embeddings rolled by one row); ManifoldLoss gets the same fixed meta-classes on both
+# sides (each proxy in turn) and both differentiate its proxies too; DynamicSoftMarginLoss and
+# ManifoldLoss hold state, so ours runs under ``nnx.jit``.
+CONSTRUCT = {
+    "RankedListLoss": {"margin": 0.4, "Tn": 1.0},
+    "ManifoldLoss": {"l": DIM},
+}
+STATEFUL = {"DynamicSoftMarginLoss", "ManifoldLoss"}
 
 _PML_MEMORY = """
 import sys, torch
@@ -147,14 +170,20 @@ def interleaved_medians(fns: list, runs: int, chunk: int = 5) -> list[tuple[floa
     ]
 
 
-# PML's NTXent and lifted-structure losses build a (positive pairs x negative pairs) matrix:
-# 3072 x 1M float32 at B = 1024 (12 GiB). Their PML side is skipped above this many bytes.
-PAIR_BY_PAIR = {"NTXentLoss", "LiftedStructureLoss"}
+# PML's NTXent, lifted-structure and tuplet-margin losses build a (positive pairs x negative
+# pairs) matrix: 3072 x 1M float32 at B = 1024 (12 GiB). Their PML side is skipped above this
+# many bytes.
+PAIR_BY_PAIR = {"NTXentLoss", "LiftedStructureLoss", "TupletMarginLoss"}
+# PML's Smooth-AP and PNP hold about five (B, B, B) float32 arrays: 20 GiB at B = 1024.
+CUBIC = {"SmoothAPLoss": 5, "PNPLoss": 5}
 MAX_REFERENCE_BYTES = 2 * 2**30
 
 
 def reference_bytes(name: str, batch: int) -> int:
-    """Rough size of PML's largest intermediate for the pair-by-pair losses (0 for others)."""
+    """Rough size of PML's largest intermediates for the pair-by-pair and the (B, B, B) losses
+    (0 for others)."""
+    if name in CUBIC:
+        return 4 * CUBIC[name] * batch**3
     if name not in PAIR_BY_PAIR:
         return 0
     pos_pairs = batch * (PER_CLASS - 1)
@@ -162,34 +191,80 @@ def reference_bytes(name: str, batch: int) -> int:
     return 4 * pos_pairs * neg_pairs
 
 
-def our_step(name: str, batch: int):
-    """``step(embeddings, labels)``: our jitted loss and gradients (w.r.t. the embeddings, and the
-    class weights for a class-weight loss)."""
-    if name not in CLASS_WEIGHT_LOSSES:
-        loss = getattr(C, name)()
-        return jax.jit(jax.value_and_grad(lambda e, l: loss(e, l)))
+def our_step(name: str, x: jax.Array, y: jax.Array):
+    """A function running one jitted forward + backward of our loss: the gradient w.r.t. the
+    embeddings, and the class weights of a class-weight loss or ManifoldLoss's proxies (see
+    ``CONSTRUCT``)."""
     from flax import nnx
 
-    classes = batch // PER_CLASS
-    if name == "P2SGradLoss":
-        loss = C.P2SGradLoss(DIM, classes, rngs=nnx.Rngs(0))
+    batch = x.shape[0]
+    if name in CLASS_WEIGHT_LOSSES:
+        classes = batch // PER_CLASS
+        if name == "P2SGradLoss":
+            loss = C.P2SGradLoss(DIM, classes, rngs=nnx.Rngs(0))
+        else:
+            loss = getattr(C, name)(classes, DIM, rngs=nnx.Rngs(0))
+        graphdef, state = nnx.split(loss)
+        step = jax.jit(
+            jax.value_and_grad(lambda s, e, l: nnx.merge(graphdef, s)(e, l), argnums=(0, 1))
+        )
+        return lambda: jax.block_until_ready(step(state, x, y))
+    kwargs = dict(CONSTRUCT.get(name, {}))
+    if name == "ManifoldLoss":
+        ours = C.ManifoldLoss(kwargs.pop("l"), rngs=nnx.Rngs(0), **kwargs)
     else:
-        loss = getattr(C, name)(classes, DIM, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split(loss)
-    step = jax.jit(jax.value_and_grad(lambda s, e, l: nnx.merge(graphdef, s)(e, l), argnums=(0, 1)))
-    return lambda e, l: step(state, e, l)
+        ours = getattr(C, name)(**kwargs)
+    if name == "VICRegLoss":
+        ref = jnp.roll(x, 1, axis=0)
+        step = jax.jit(jax.value_and_grad(lambda e: ours(e, ref_emb=ref)))
+        return lambda: jax.block_until_ready(step(x))
+    if name in STATEFUL:
+        meta = jnp.arange(batch, dtype=jnp.int32) % 50
+
+        def f(e, model, l):
+            if name == "ManifoldLoss":
+                return model(e, indices_tuple=meta)
+            return model(e, l)
+
+        argnums = (0, 1) if name == "ManifoldLoss" else 0
+        stateful = nnx.jit(nnx.value_and_grad(f, argnums=argnums))
+        return lambda: jax.block_until_ready(stateful(x, ours, y))
+    step = jax.jit(jax.value_and_grad(lambda e, l: ours(e, l)))
+    return lambda: jax.block_until_ready(step(x, y))
 
 
 def their_loss(name: str, batch: int):
-    """PML's loss with its defaults (class-weight losses: ``batch / 4`` classes, ``d`` dims)."""
+    """PML's loss with its defaults (class-weight losses: ``batch / 4`` classes, ``d`` dims; see
+    ``CONSTRUCT``)."""
     from pytorch_metric_learning import losses as pml
 
     if name not in CLASS_WEIGHT_LOSSES:
-        return getattr(pml, name)()
+        return getattr(pml, name)(**CONSTRUCT.get(name, {}))
     classes = batch // PER_CLASS
     if name == "P2SGradLoss":
         return pml.P2SGradLoss(descriptors_dim=DIM, num_classes=classes)
     return getattr(pml, name)(num_classes=classes, embedding_size=DIM)
+
+
+def reference_call(name: str, theirs, emb: np.ndarray, labels):
+    """PML's ``embeddings -> loss`` for ``name`` (see ``CONSTRUCT``)."""
+    import torch
+
+    if name == "VICRegLoss":
+        ref = torch.from_numpy(np.roll(emb, 1, axis=0))
+        return lambda e: theirs(e, ref_emb=ref)
+    if name == "ManifoldLoss":
+        meta = torch.arange(emb.shape[0]) % 50
+        return lambda e: theirs(e, indices_tuple=meta)
+    if name == "DynamicSoftMarginLoss":
+        # PML keeps the autograd graph in its histogram: a second backward fails unless the
+        # histogram is detached between steps.
+        def call(e):
+            theirs.hist_ = theirs.hist_.detach()
+            return theirs(e, labels)
+
+        return call
+    return lambda e: theirs(e, labels)
 
 
 def time_pair(name: str, batch: int, runs: int) -> dict[str, float | None]:
@@ -199,20 +274,16 @@ def time_pair(name: str, batch: int, runs: int) -> dict[str, float | None]:
     torch.set_num_threads(1)
 
     emb, labels = inputs(batch)
-    x, y = jnp.asarray(emb), jnp.asarray(labels)
-    step = our_step(name, batch)
-
-    def run_ours():
-        jax.block_until_ready(step(x, y))
+    run_ours = our_step(name, jnp.asarray(emb), jnp.asarray(labels))
 
     fns = [run_ours]
     if reference_bytes(name, batch) <= MAX_REFERENCE_BYTES:
-        theirs = their_loss(name, batch)
         tl = torch.from_numpy(labels.astype(np.int64))
+        call = reference_call(name, their_loss(name, batch), emb, tl)
 
         def run_theirs():
             te = torch.from_numpy(emb).requires_grad_(True)
-            theirs(te, tl).backward()
+            call(te).backward()
             return te.grad
 
         fns.append(run_theirs)
@@ -317,7 +388,7 @@ def main() -> None:
         default=min(os.sched_getaffinity(0)),
         help="the core to pin to (default: the lowest allowed)",
     )
-    all_losses = LOSSES + ISSUE16_LOSSES
+    all_losses = LOSSES + ISSUE16_LOSSES + ISSUE16_LOSSES_B
     parser.add_argument(
         "--losses", nargs="+", default=all_losses, choices=all_losses, metavar="NAME"
     )

@@ -23,79 +23,56 @@ from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.losses._positives import fold_positives
 from calibrax.metric_learning.tuples import Reference
 from calibrax.metric_learning.tuples import pair_weights
 
-__all__ = ["AngularLoss", "exact_losses"]
+__all__ = ["AngularLoss"]
 
 
-def exact_losses(
-    a_q: jax.Array, a_r: jax.Array, cos_qr: jax.Array, keep: jax.Array, c2: float
-) -> jax.Array:
-    """``log(1 + sum_n keep[a, n] exp(a_q[a, n] + a_r[p, n] - c2 cos_qr[a, p]))`` for every
-    (a, p), each with its own shift: anchor blocks of at most 4M terms, rematerialised in the
-    backward pass (O(B³) time, O(B²) memory)."""
-    n_query, n_ref = cos_qr.shape
-
-    def block(args: tuple[jax.Array, ...]) -> jax.Array:
-        a_row, keep_row, cos_row = args
-        f = a_row[None, :] + a_r - c2 * cos_row[:, None]  # [p, n]
-        kept = jnp.where(keep_row[None, :], f, -jnp.inf)
-        top = jax.lax.stop_gradient(jnp.maximum(jnp.max(kept, axis=1), 0))
-        return top + jnp.log(jnp.exp(-top) + jnp.sum(jnp.exp(kept - top[:, None]), axis=1))
-
-    rows = max(1, min(n_query, (1 << 22) // max(1, n_ref * n_ref)))
-    return jax.lax.map(jax.checkpoint(block), (a_q, keep, cos_qr), batch_size=rows)
-
-
-def _row_max(x: jax.Array) -> jax.Array:
-    """Each row's maximum, 0 for a row that is all ``-inf``."""
-    top = jnp.max(x, axis=1)
-    return jnp.where(jnp.isfinite(top), top, 0)
-
-
-def _fast_losses(
+def _slot_terms(
     a_q: jax.Array,
-    a_r: jax.Array,
-    cos_qr: jax.Array,
+    a_r_rows: jax.Array,
+    cos_t: jax.Array,
     keep: jax.Array,
-    keep_r: jax.Array,
     c2: float,
-) -> tuple[jax.Array, jax.Array]:
-    """The pair losses from one matmul of shifted exponentials, and where that matmul is safe.
-
-    ``sum_n keep[a, n] exp(u[a, n] + v[p, n])`` is ``e1 @ e2.T`` with ``e1 = keep exp(u -
-    max_a)`` and ``e2 = exp(v - max_p)``; it underflows only if no negative is close to both the
-    anchor and the positive (raw embeddings of large norm).
-    """
-    u = jnp.where(keep, a_q, -jnp.inf)
-    shift_q = jax.lax.stop_gradient(_row_max(u))
-    # A positive p shares the anchor's label, so its negatives are the anchor's: shift by its
-    # largest term among them (row p of ``keep_r``), not by its own similarity to itself.
-    v = jnp.where(keep_r, a_r, -jnp.inf)
-    shift_r = jax.lax.stop_gradient(_row_max(v))
-    total = jnp.exp(u - shift_q[:, None]) @ jnp.exp(v - shift_r[:, None]).T
-    tiny = float(jnp.finfo(total.dtype).tiny / jnp.finfo(total.dtype).eps)
-    safe = total > tiny
-    log_total = jnp.log(jnp.where(safe, total, 1)) + shift_q[:, None] + shift_r[None, :]
-    return jnp.logaddexp(0, log_total - c2 * cos_qr), safe
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(value, weights, denom)`` of one pair per row, with ``kept[i, n] = a_q[i, n] +
+    a_r_rows[i, n] - c2 cos_t[i]`` over the row's negatives: ``value = log(1 + sum_n
+    exp(kept[i, n]))``, shifted by ``top = max(0, max_n kept)`` (each pair its own shift, as
+    pytorch-metric-learning's ``logsumexp(..., add_one=True)``); ``weights = exp(kept - top)``
+    (0 off the negatives) and ``denom = exp(-top) + sum_n weights``, so that ``d value / d
+    kept = weights / denom``."""
+    kept = jnp.where(keep, a_q + a_r_rows - c2 * cos_t[:, None], -jnp.inf)
+    top = jax.lax.stop_gradient(jnp.maximum(jnp.max(kept, axis=1), 0))
+    weights = jnp.exp(kept - top[:, None])
+    denom = jnp.exp(-top) + jnp.sum(weights, axis=1)
+    return top + jnp.log(denom), weights, denom
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _at(mat: jax.Array, index: jax.Array) -> jax.Array:
+    """``mat[i, index[i]]`` for every row ``i``."""
+    return jnp.take_along_axis(mat, index[:, None], axis=1)[:, 0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _pair_values(
     a_q: jax.Array,
     a_r: jax.Array,
     cos_qr: jax.Array,
     keep: jax.Array,
-    keep_r: jax.Array,
     counted: jax.Array,
     c2: float,
+    shared: bool,
 ) -> jax.Array:
-    """The loss of each counted (anchor, positive) pair: the matmul form, or, if it underflows
-    for a counted pair, the exact blocks for those pairs. Differentiated by re-running the
-    chosen path's forward pass in the backward pass (rematerialised), so that the rare exact
-    path costs nothing when it is not taken."""
-    return _pair_values_fwd(a_q, a_r, cos_qr, keep, keep_r, counted, c2)[0]
+    """``log(1 + sum_n keep[a, n] exp(a_q[a, n] + a_r[p, n] - c2 cos_qr[a, p]))`` for each
+    counted pair (a, p), 0 elsewhere: one positive slot of every anchor at a time
+    (``fold_positives``), so O(B² g) work and O(B²) memory for at most ``g`` counted pairs per
+    anchor. The backward pass is written out (a ``while_loop`` has no reverse-mode rule): per
+    slot again (recomputed, bounded by 1), each pair's ``d value / d kept`` row goes to its
+    anchor's row and is scatter-added to its positive's. ``shared`` (static): ``a_q`` and ``a_r`` are the same array,
+    and its whole gradient is returned for ``a_q``."""
+    return _pair_values_fwd(a_q, a_r, cos_qr, keep, counted, c2, shared)[0]
 
 
 def _pair_values_fwd(
@@ -103,43 +80,47 @@ def _pair_values_fwd(
     a_r: jax.Array,
     cos_qr: jax.Array,
     keep: jax.Array,
-    keep_r: jax.Array,
     counted: jax.Array,
     c2: float,
+    shared: bool,
 ) -> tuple[jax.Array, Any]:
-    fast, safe = _fast_losses(a_q, a_r, cos_qr, keep, keep_r, c2)
-    exact_needed = jnp.any(counted & ~safe)
-    # The matmul stays outside the conditional (XLA on CPU compiles a dot inside a branch
-    # without its fast library call); the branch holds only the exact elementwise blocks.
-    exact = jax.lax.cond(
-        exact_needed,
-        lambda: exact_losses(a_q, a_r, cos_qr, keep, c2),
-        lambda: jnp.zeros_like(fast),
-    )
-    values = jnp.where(counted, jnp.where(safe, fast, exact), 0)
-    return values, (a_q, a_r, cos_qr, keep, keep_r, counted, safe, exact_needed)
+    rows = jnp.arange(cos_qr.shape[0])
+
+    def body(out: jax.Array, index: jax.Array, valid: jax.Array) -> jax.Array:
+        value, _, _ = _slot_terms(a_q, a_r[index], _at(cos_qr, index), keep, c2)
+        # Filler slots (``valid`` False) add 0 to a column that a valid slot may also hold.
+        return out.at[rows, index].add(jnp.where(valid, value, 0))
+
+    values = fold_positives(counted, body, jnp.zeros_like(cos_qr))
+    return values, (a_q, a_r, cos_qr, keep, counted, values)
 
 
-def _pair_values_bwd(c2: float, res: Any, g: jax.Array) -> tuple[Any, ...]:
-    a_q, a_r, cos_qr, keep, keep_r, counted, safe, exact_needed = res
+def _pair_values_bwd(c2: float, shared: bool, res: Any, g: jax.Array) -> tuple[Any, ...]:
+    a_q, a_r, cos_qr, keep, counted, values = res
     g = jnp.where(counted, g, 0)
 
-    def fast_fn(a_q: jax.Array, a_r: jax.Array, cos_qr: jax.Array) -> jax.Array:
-        return _fast_losses(a_q, a_r, cos_qr, keep, keep_r, c2)[0]
+    def d_kept(index: jax.Array, valid: jax.Array) -> jax.Array:
+        _, weights, denom = _slot_terms(a_q, a_r[index], _at(cos_qr, index), keep, c2)
+        return (jnp.where(valid, _at(g, index), 0) / denom)[:, None] * weights
 
-    def exact_fn(a_q: jax.Array, a_r: jax.Array, cos_qr: jax.Array) -> jax.Array:
-        return exact_losses(a_q, a_r, cos_qr, keep, c2)
+    def slot(carry: Any, index: jax.Array, valid: jax.Array) -> Any:
+        d_q, d_r = carry
+        d = d_kept(index, valid)
+        return d_q + d, d_r.at[index].add(d)
 
-    _, fast_vjp = jax.vjp(fast_fn, a_q, a_r, cos_qr)
-    grads = fast_vjp(jnp.where(safe, g, 0))
-    g_exact = jnp.where(safe, 0, g)
-    exact_grads = jax.lax.cond(
-        exact_needed,
-        lambda: jax.vjp(exact_fn, a_q, a_r, cos_qr)[1](g_exact),
-        lambda: (jnp.zeros_like(a_q), jnp.zeros_like(a_r), jnp.zeros_like(cos_qr)),
-    )
-    d_q, d_r, d_cos = (a + b for a, b in zip(grads, exact_grads, strict=True))
-    return d_q, d_r, d_cos, None, None, None
+    def shared_slot(acc: jax.Array, index: jax.Array, valid: jax.Array) -> jax.Array:
+        d = d_kept(index, valid)
+        return (acc + d).at[index].add(d)
+
+    if shared:
+        # ``a_q`` and ``a_r`` are one array (the batch is its own reference set): one
+        # accumulator, one fresh (B, B) buffer fewer; its whole gradient goes to ``a_q``.
+        d_q, d_r = fold_positives(counted, shared_slot, jnp.zeros_like(a_q)), None
+    else:
+        d_q, d_r = fold_positives(counted, slot, (jnp.zeros_like(a_q), jnp.zeros_like(a_r)))
+    # The d value / d kept[n] of a pair sum to 1 - exp(-value).
+    d_cos = c2 * g * jnp.expm1(-values)
+    return d_q, d_r, d_cos, None, None
 
 
 _pair_values.defvjp(_pair_values_fwd, _pair_values_bwd)
@@ -175,11 +156,10 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
     :math:`x_n` are the raw reference embeddings, as in pytorch-metric-learning;
     ``ref_labels`` is then required, also with an ``indices_tuple``.
 
-    Cost: the sums over the negatives of every (anchor, positive) pair are one (B, B) x (B, B)
-    matmul of exponentials shifted per anchor and per positive (no (B, B, B) array). Should that
-    product underflow for a counted pair (only for raw embeddings of large norm, and no negative
-    near both the anchor and the positive), the pairs are recomputed with their own shifts in
-    rematerialised anchor blocks, at O(B³) cost for that call only.
+    Cost: each counted (anchor, positive) pair's sum over the negatives is taken one positive
+    slot per anchor at a time (a ``while_loop`` over the largest anchor's count), each pair with
+    its own shift: O(B² g) work for at most ``g`` positives per anchor, as
+    pytorch-metric-learning's (pairs x B), and O(B²) memory; no (B, B, B) array.
 
     Args:
         alpha: The angle bound in degrees, in (0, 90). Default 40.
@@ -276,10 +256,7 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
             keep = keep & ref_mask[None, :]
         enough = jnp.any(pos > 0) & jnp.any(neg > 0)
         weights = jnp.where(enough, pos, 0).astype(query.dtype)
-        keep_r = keep if ref is query else ref_labels[:, None] != ref_labels[None, :]
-        if ref_mask is not None and ref is not query:
-            keep_r = keep_r & ref_mask[None, :]
         counted = (pos > 0) & jnp.any(keep, axis=1)[:, None]
-        values = _pair_values(a_q, a_r, cos_qr, keep, keep_r, counted, c2)
+        values = _pair_values(a_q, a_r, cos_qr, keep, counted, c2, ref is query)
         values = jnp.where(counted, values, 0)
         return LossTerm(values, weights)

@@ -14,10 +14,9 @@ from calibrax.core import checks
 from calibrax.core.registry import register
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
-from calibrax.metric_learning.losses._anchor_blocks import map_anchor_blocks
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import working
-from calibrax.metric_learning.losses._positives import switch_on_positives
+from calibrax.metric_learning.losses._positives import fold_positives
 from calibrax.metric_learning.losses._standard_call import StandardDistanceLoss
 from calibrax.metric_learning.tuples import anchor_block_size
 from calibrax.metric_learning.tuples import triplet_mask
@@ -45,23 +44,63 @@ def _tent_and_step(
     return jnp.stack([tent, step], axis=-2)
 
 
-def _anchor_sums(
-    rows: jax.Array,
-    pos_d: jax.Array,
+def _slot_sums(
+    mat: jax.Array,
+    index: jax.Array,
     valid: jax.Array,
     neg: jax.Array,
     min_val: float,
     delta: float,
     bins: int,
 ) -> jax.Array:
-    """(n, 2, bins): :func:`_tent_and_step` of each anchor's triplets, for a block of anchors
-    (distance rows (n, B), their positives' distances ``pos_d`` (n, cap) and ``valid`` marks,
-    negatives ``neg`` (n, B)). A comparison with every bin per triplet: on CPU this beats one
-    bin index per triplet and a scatter (or a one-hot matmul) by far."""
-    t = pos_d[:, :, None] - rows[:, None, :]
+    """(2, bins): :func:`_tent_and_step` of the triplets ``(a, index[a], n)`` of one positive
+    slot per anchor (``valid`` marks the anchors that have one), ``n`` over the anchor's
+    negatives ``neg`` (B, M): ``t = d(a, p) - d(a, n)``."""
+    pos_d = jnp.take_along_axis(mat, index[:, None], axis=1)
+    t = pos_d - mat
     u = (t - min_val) / delta
-    keep = valid[:, :, None] & neg[:, None, :]
-    return _tent_and_step(u, t, keep, bins, axes=(1, 2))
+    return _tent_and_step(u, t, valid[:, None] & neg, bins, axes=(0, 1))
+
+
+def _fold_sums(
+    mat: jax.Array, pos: jax.Array, neg: jax.Array, min_val: float, delta: float, bins: int
+) -> jax.Array:
+    """(2, bins): :func:`_tent_and_step` over every triplet ``(a, p, n)`` with ``pos[a, p]`` and
+    ``neg[a, n]``, one positive slot per anchor at a time (``fold_positives``): O(B² g bins)
+    work for at most ``g`` positives per anchor, O(B²) memory, and no branch per table width.
+    A ``while_loop`` has no reverse-mode rule, so the gradient w.r.t. ``mat`` is folded the same
+    way, slot by slot, written out (the derivatives autodiff takes of :func:`_tent_and_step`,
+    summed over the bins in the same pass)."""
+
+    @jax.custom_vjp
+    def sums(mat: jax.Array) -> jax.Array:
+        def body(acc: jax.Array, index: jax.Array, valid: jax.Array) -> jax.Array:
+            return acc + _slot_sums(mat, index, valid, neg, min_val, delta, bins)
+
+        return fold_positives(pos, body, jnp.zeros((2, bins), mat.dtype))
+
+    def fwd(mat: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return sums(mat), mat
+
+    def bwd(mat: jax.Array, ct: jax.Array) -> tuple[jax.Array]:
+        rows = jnp.arange(mat.shape[0])
+        b = jnp.arange(bins, dtype=mat.dtype)[None, None, :]
+
+        def body(acc: jax.Array, index: jax.Array, valid: jax.Array) -> jax.Array:
+            # d/dt of the kept entries' tent weights relu(1 - |u - b|) (u = (t - min_val) /
+            # delta; JAX's relu'(0) = sign(0) = 0) and of [u >= b] t, bin by bin.
+            t = jnp.take_along_axis(mat, index[:, None], axis=1) - mat
+            d = ((t - min_val) / delta)[..., None] - b
+            tent = jnp.where(jnp.abs(d) < 1, -jnp.sign(d), 0) * (ct[0] / delta)[None, None, :]
+            step = jnp.where(d >= 0, ct[1][None, None, :], 0)
+            g_t = jnp.where(valid[:, None] & neg, jnp.sum(tent + step, axis=-1), 0)
+            # t = d(a, p) - d(a, n): +g_t to the anchor's positive, -g_t to each negative.
+            return (acc - g_t).at[rows, index].add(jnp.sum(g_t, axis=1))
+
+        return (fold_positives(pos, body, jnp.zeros_like(mat)),)
+
+    sums.defvjp(fwd, bwd)
+    return sums(mat)
 
 
 @register(
@@ -94,10 +133,10 @@ class DynamicSoftMarginLoss(StandardDistanceLoss):
     keeps the autograd graph in its stored histogram, so its second ``backward`` fails; detaching
     the histogram between steps there gives this loss.
 
-    Speed: over all triplets (or pair-mined ones), each anchor's positives are gathered into a
-    table whose width is picked at run time among static capacities (see ``_positives``), so the
-    work is O(B² g num_bins) for at most ``g`` positives per anchor, in anchor blocks (one value
-    per triplet, as pytorch-metric-learning, never B³). Margin-mined triplets take anchor
+    Speed: over all triplets (or pair-mined ones), the triplets are taken one positive slot per
+    anchor at a time (a ``while_loop`` over the largest anchor's count, see ``_positives``), so
+    the work is O(B² g num_bins) for at most ``g`` positives per anchor with O(B²) memory (one
+    value per triplet, as pytorch-metric-learning, never B³). Margin-mined triplets take anchor
     blocks, O(B³ num_bins).
 
     Margins beyond the histogram: pytorch-metric-learning raises an index error when a value
@@ -192,17 +231,7 @@ class DynamicSoftMarginLoss(StandardDistanceLoss):
             jnp.sum(pos, axis=1, dtype=jnp.int32) * jnp.sum(neg, axis=1, dtype=jnp.int32)
         )
 
-        def branch(index: jax.Array, valid: jax.Array) -> jax.Array:
-            per_anchor = map_anchor_blocks(
-                lambda r, p, v, n: _anchor_sums(
-                    r, p, v, n, self.min_val, self.delta, self.num_bins
-                ),
-                (mat, jnp.take_along_axis(mat, index, axis=1), valid, neg),
-                (0, 0, False, False),
-            )
-            return jnp.sum(per_anchor, axis=0)
-
-        sums = switch_on_positives(pos, branch)
+        sums = _fold_sums(mat, pos, neg, self.min_val, self.delta, self.num_bins)
         return sums, count.astype(mat.dtype)
 
     def _sliced_sums(self, mat: jax.Array, tm: Any) -> tuple[jax.Array, jax.Array]:
