@@ -13,16 +13,27 @@ from pytorch_metric_learning import losses as L
 from pytorch_metric_learning import miners as M
 
 import calibrax.metric_learning as C
+from calibrax.metric_learning.losses import angular as angular_module
 
 
-def test_angular_defaults_match_pml():
+@pytest.fixture(params=["slot loop", "matmul"])
+def form(request, monkeypatch):
+    """Each parity test runs through both forms of the pair sums: the slot loop (what these
+    small batches take by default) and the matrix product (what anchors with many positives
+    take), by moving the threshold between them."""
+    threshold = 0 if request.param == "matmul" else 10**9
+    monkeypatch.setattr(angular_module, "_matmul_from", lambda n_ref: threshold)
+    return request.param
+
+
+def test_angular_defaults_match_pml(form):
     values = assert_strict_parity(C.AngularLoss(), L.AngularLoss())
     # The degenerate batches are exactly 0 on both sides; the others are not.
     assert values["one_class"] == values["all_singletons"] == 0.0
     assert values["mixed"] > 0 and values["one_pair"] > 0
 
 
-def test_angular_alpha_with_miner_matches_pml():
+def test_angular_alpha_with_miner_matches_pml(form):
     # Mined triplets become pairs counted once per triplet, as PML's convert_to_pairs.
     assert_strict_parity(
         C.AngularLoss(alpha=25),
@@ -33,12 +44,26 @@ def test_angular_alpha_with_miner_matches_pml():
     )
 
 
-def test_angular_large_norms_match_pml():
+def test_angular_large_norms_match_pml(form):
     # Raw embeddings of norm ~1e3: terms of e^(thousands); each pair takes its own shift, as
-    # PML's logsumexp, so the values stay PML's.
+    # PML's logsumexp, so the values stay PML's. The matmul form underflows for some of these
+    # pairs (checked below), which then go through the slot loop.
     rng = np.random.default_rng(4)
     emb = 1000 * rng.normal(size=(12, 5))
     lab = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 5])
+    if form == "matmul":
+        import jax.numpy as jnp
+
+        loss = C.AngularLoss()
+        x = jnp.asarray(emb)
+        xn = loss.distance.normalize(x)
+        cos = xn @ xn.T
+        c1 = 4 * np.tan(np.radians(40.0)) ** 2
+        a = c1 * cos * loss.distance.norm(x)[None, :]
+        keep = jnp.asarray(lab[:, None] != lab[None, :])
+        _, safe = angular_module._fast_losses(a, a, cos, keep, keep, 2 * (1 + c1 / 4))
+        pos = (lab[:, None] == lab[None, :]) & ~np.eye(12, dtype=bool)
+        assert np.any(pos & ~np.asarray(safe)) and np.any(pos & np.asarray(safe))
     run = ours_value_and_grad_fn(C.AngularLoss())
     assert_close(run(emb, lab), pml_value_and_grad(L.AngularLoss(), emb, lab), "large norms")
 
@@ -58,3 +83,37 @@ def test_angular_large_norms_match_pml():
 def test_angular_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         C.AngularLoss(**kwargs)
+
+
+def test_both_forms_agree_with_a_reference_set_and_many_positives(monkeypatch):
+    # Two classes in 40 rows against a 30-row reference set: values and the gradients w.r.t.
+    # both the embeddings and the reference embeddings, slot loop against matmul form, float64
+    # (1e-10: the same sums in another order).
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(7)
+    emb, ref = jnp.asarray(rng.normal(size=(40, 6))), jnp.asarray(rng.normal(size=(30, 6)))
+    lab, ref_lab = jnp.asarray(np.arange(40) % 2), jnp.asarray(np.arange(30) % 3)
+    loss = C.AngularLoss()
+    results = {}
+    for threshold in (0, 10**9):
+        monkeypatch.setattr(angular_module, "_matmul_from", lambda n_ref, t=threshold: t)
+        f = jax.jit(
+            jax.value_and_grad(
+                lambda e, r: loss(e, lab, ref_emb=r, ref_labels=ref_lab), argnums=(0, 1)
+            )
+        )
+        results[threshold] = f(emb, ref)
+    (v0, (ge0, gr0)), (v1, (ge1, gr1)) = results[0], results[10**9]
+    assert float(v0) > 0
+    np.testing.assert_allclose(float(v0), float(v1), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(ge0), np.asarray(ge1), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(gr0), np.asarray(gr1), rtol=1e-10, atol=1e-14)
+
+
+def test_default_threshold_between_the_forms():
+    # The matmul form takes over above max(32, B / 24) positives for some anchor.
+    assert angular_module._matmul_from(256) == 32
+    assert angular_module._matmul_from(1024) == 42
+    assert angular_module._matmul_from(4096) == 170
