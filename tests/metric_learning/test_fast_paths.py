@@ -256,3 +256,33 @@ def test_npairs_width_buckets_give_the_full_width_values(n_classes_with_pairs, m
     np.testing.assert_allclose(bucketed[0], full[0], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(bucketed[1], full[1], rtol=1e-12, atol=1e-15)
     assert (float(full[0]) > 0) == (n_classes_with_pairs > 1)
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.01])
+def test_soft_triple_closed_form_backward_matches_autodiff(gamma):
+    # SoftTripleLoss's custom VJP (centres regrouped, 1/gamma folded in, exp shifted by 1/gamma
+    # for gamma = 0.1, by the max for gamma = 0.01) against autodiff of the plain formula
+    # (class_similarities + cross-entropy), float64: rounding only (1e-10).
+    from flax import nnx
+
+    from calibrax.metric_learning.losses._weight_losses import cross_entropy
+
+    loss = C.SoftTripleLoss(
+        3, 5, centers_per_class=4, gamma=gamma, param_dtype=jnp.float64, rngs=nnx.Rngs(1)
+    )
+    labels = jnp.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    graphdef, state = nnx.split(loss)
+
+    def fast(state, x):
+        return nnx.merge(graphdef, state)(x, labels)
+
+    def plain(state, x):
+        module = nnx.merge(graphdef, state)
+        sim = module.class_similarities(x)
+        target = jax.nn.one_hot(labels, 3, dtype=sim.dtype)
+        return jnp.mean(cross_entropy(module.la * (sim - module.margin * target), labels))
+
+    got = jax.value_and_grad(fast, argnums=(0, 1))(state, X)
+    want = jax.value_and_grad(plain, argnums=(0, 1))(state, X)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
