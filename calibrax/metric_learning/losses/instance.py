@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Int
 
 from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
@@ -20,6 +24,47 @@ from calibrax.metric_learning.losses._weight_losses import check_positive_number
 from calibrax.metric_learning.losses._weight_losses import cross_entropy
 
 __all__ = ["InstanceLoss", "dense_rank"]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _instance_values(
+    rows: Float[Array, "batch dim"], targets: Int[Array, " batch"], gamma: float
+) -> Float[Array, " batch"]:
+    r"""Per-sample cross-entropy of the logits ``gamma * rows @ rows.T`` against ``targets``.
+
+    A custom VJP with one backward matmul instead of autodiff's two. With :math:`A` the
+    cotangent of the (symmetric) Gram matrix, the gradient is :math:`(A + A^T)\,x`; the
+    transposed row-softmax is computed elementwise from the logits' symmetry,
+    :math:`P_{ji} = e^{\ell_{ij} - \operatorname{lse}_j}`, rather than by transposing a
+    (batch, batch) array (as slow on CPU as a matmul).
+    """
+    return _instance_values_fwd(rows, targets, gamma)[0]
+
+
+def _instance_values_fwd(
+    rows: jax.Array, targets: jax.Array, gamma: float
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    logits = gamma * (rows @ rows.T)
+    lse = jax.nn.logsumexp(logits, axis=1)
+    values = lse - jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
+    return values, (rows, targets, logits, lse)
+
+
+def _instance_values_bwd(
+    gamma: float, res: tuple[jax.Array, ...], grad: jax.Array
+) -> tuple[jax.Array, None]:
+    rows, targets, logits, lse = res
+    index = jnp.arange(rows.shape[0], dtype=targets.dtype)
+    by_row = grad[:, None] * (
+        jnp.exp(logits - lse[:, None]) - (index[None, :] == targets[:, None]).astype(logits.dtype)
+    )
+    by_col = grad[None, :] * (
+        jnp.exp(logits - lse[None, :]) - (index[:, None] == targets[None, :]).astype(logits.dtype)
+    )
+    return (gamma * (by_row + by_col)) @ rows, None
+
+
+_instance_values.defvjp(_instance_values_fwd, _instance_values_bwd)
 
 
 def dense_rank(labels: jax.Array) -> jax.Array:
@@ -101,6 +146,10 @@ class InstanceLoss(NonFiniteIsNaN, DistanceLoss):
     def compute_terms(
         self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any
     ) -> dict[str, LossTerm]:
-        logits = self.distance(working(embeddings)) * self.gamma
-        values = cross_entropy(logits, dense_rank(labels))
+        if self.distance.power == 1:
+            rows = self.distance.maybe_normalize(working(embeddings))
+            values = _instance_values(rows, dense_rank(labels), self.gamma)
+        else:
+            logits = self.distance(working(embeddings)) * self.gamma
+            values = cross_entropy(logits, dense_rank(labels))
         return {"loss": LossTerm(values, jnp.ones_like(values))}
