@@ -305,3 +305,29 @@ def test_instance_loss_one_matmul_backward_matches_autodiff():
     want = jax.value_and_grad(plain)(X)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("distance", [None, C.CosineSimilarity()])
+def test_nca_symmetric_backward_matches_the_general_path(distance):
+    # NCALoss on the batch itself goes through _nca_self_values (symmetrised cotangent, one
+    # backward matmul): values and gradients against autodiff of the plain formula written out
+    # here (float64, rounding only; labels 7 and 5 have no positive).
+    labels = jnp.array([3, 1, 3, 0, 1, 7, 0, 3, 5])
+    loss = C.NCALoss(softmax_scale=2.0, distance=distance)
+    dist = loss.distance
+
+    def plain(x):
+        mat = dist(x)
+        logits = 2.0 * (mat if dist.is_inverted else -mat)
+        eye = jnp.eye(9, dtype=bool)
+        logits = jnp.where(eye, -jnp.inf, logits)
+        positive = (labels[:, None] == labels[None, :]) & ~eye
+        log_p = jax.nn.log_softmax(logits, axis=1)
+        log_pos = jax.nn.logsumexp(jnp.where(positive, log_p, -1e300), axis=1)
+        has = jnp.any(positive, axis=1)
+        return jnp.sum(jnp.where(has, -log_pos, 0)) / jnp.sum(has.astype(x.dtype))
+
+    got = jax.value_and_grad(lambda x: loss(x, labels))(X)
+    want = jax.value_and_grad(plain)(X)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-12)

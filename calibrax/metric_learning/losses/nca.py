@@ -3,10 +3,14 @@ neighbour."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array
+from jaxtyping import Bool
+from jaxtyping import Float
 
 from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
@@ -23,6 +27,57 @@ from calibrax.metric_learning.losses._weight_losses import check_positive_number
 from calibrax.metric_learning.tuples import Reference
 
 __all__ = ["NCALoss"]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _nca_self_values(
+    logits: Float[Array, "batch batch"], positive: Bool[Array, "batch batch"], neg: float
+) -> Float[Array, " batch"]:
+    r"""``-log`` of each row's softmax mass on its positives (``logits`` with ``-inf`` on the
+    diagonal, ``positive`` without it), 0 for a row with no positive.
+
+    ``logits`` and ``positive`` must be symmetric (the batch against itself with a symmetric
+    distance): the backward pass then returns the symmetrised cotangent
+    :math:`(A + A^T)/2`, which gives the same gradient through the symmetric matrix and lets
+    the distance's backward pass use one matmul instead of two. :math:`A^T` is computed
+    elementwise from the symmetry, :math:`P_{ji} = e^{\ell_{ij} - \operatorname{lse}_j}`,
+    not by transposing a (batch, batch) array.
+    """
+    return _nca_self_values_fwd(logits, positive, neg)[0]
+
+
+def _nca_self_values_fwd(
+    logits: jax.Array, positive: jax.Array, neg: float
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    lse = jax.nn.logsumexp(logits, axis=1)
+    masked = jnp.where(positive, logits, neg)
+    log_pos = jax.nn.logsumexp(masked, axis=1) - lse
+    has_positive = jnp.any(positive, axis=1)
+    values = jnp.where(has_positive, -log_pos, 0)
+    return values, (logits, positive, lse, log_pos, has_positive)
+
+
+def _nca_self_values_bwd(
+    neg: float, res: tuple[jax.Array, ...], grad: jax.Array
+) -> tuple[jax.Array, None]:
+    del neg
+    logits, positive, lse, log_pos, has_positive = res
+    # d values_i / d logits_ij = P_ij - Q_ij: the row softmax and its renormalisation over the
+    # positives (Q_ij = P_ij / P(positives of i) on positives, 0 elsewhere).
+    scale = jnp.where(has_positive, grad, jnp.zeros_like(grad)) / 2
+    zero = jnp.zeros_like(logits)
+
+    def term(shift: jax.Array, pos_shift: jax.Array, weight: jax.Array) -> jax.Array:
+        prob = jnp.exp(logits - shift)
+        on_positive = jnp.where(positive, prob * jnp.exp(-pos_shift), zero)
+        return weight * (prob - on_positive)
+
+    rows = term(lse[:, None], log_pos[:, None], scale[:, None])
+    cols = term(lse[None, :], log_pos[None, :], scale[None, :])
+    return rows + cols, None
+
+
+_nca_self_values.defvjp(_nca_self_values_fwd, _nca_self_values_bwd)
 
 
 @register(
@@ -127,6 +182,17 @@ class NCALoss(NonFiniteIsNaN, DistanceLoss):
             zero = jnp.zeros((n_query,), query.dtype)
             return LossTerm(zero, zero)
         weights = miner_weights(indices_tuple, n_query, query.dtype, anchors_only=ref is not None)
+        if ref is None and self.distance.is_symmetric:
+            # The batch against itself: a symmetric matrix, whose backward pass takes one matmul
+            # given the symmetrised cotangent of _nca_self_values.
+            mat = self.distance.self_matrix_symmetric_grad(query)
+            logits = self.softmax_scale * (mat if self.distance.is_inverted else -mat)
+            eye = jnp.eye(n_query, dtype=bool)
+            logits = jnp.where(eye, -jnp.inf, logits)
+            positive = (query_labels[:, None] == query_labels[None, :]) & ~eye
+            values = _nca_self_values(logits, positive, float(jnp.finfo(logits.dtype).min))
+            has_positive = jnp.any(positive, axis=1)
+            return LossTerm(values * weights, has_positive.astype(query.dtype))
         if ref is None:
             mat = self.distance(query)
             ref_labels = query_labels
