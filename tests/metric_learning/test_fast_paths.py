@@ -331,3 +331,48 @@ def test_nca_symmetric_backward_matches_the_general_path(distance):
     want = jax.value_and_grad(plain)(X)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["LargeMarginSoftmaxLoss", "SphereFaceLoss"])
+@pytest.mark.parametrize("margin", [3, 4])
+def test_margin_softmax_closed_form_backward_matches_autodiff(name, margin):
+    # The custom VJP of L-Softmax / SphereFace against autodiff of the plain formula (one-hot
+    # replacement of the target cosine, then the norms), float64, a zero embedding included
+    # (the norms' gradient is 0 there on both paths): rounding only.
+    import math
+
+    from flax import nnx
+
+    from calibrax.metric_learning.losses._weight_losses import cross_entropy
+    from calibrax.metric_learning.losses._weight_losses import l2_normalize
+    from calibrax.metric_learning.losses.large_margin_softmax import cos_multiple_angle
+    from calibrax.metric_learning.losses.large_margin_softmax import row_norm
+
+    x = X.at[2].set(0.0)
+    labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3, 0])
+    loss = getattr(C, name)(
+        4, 5, margin=margin, scale=1.5, param_dtype=jnp.float64, rngs=nnx.Rngs(2)
+    )
+    graphdef, state = nnx.split(loss)
+
+    def plain(state, x):
+        w = nnx.merge(graphdef, state).W[...]
+        cosine = l2_normalize(x, axis=1) @ l2_normalize(w, axis=0)
+        target = jnp.take_along_axis(cosine, labels[:, None], axis=1)[:, 0]
+        k = jnp.floor(
+            jnp.arccos(jnp.clip(jax.lax.stop_gradient(target), -1, 1)) / (math.pi / margin)
+        )
+        sign = jnp.where(jnp.mod(k, 2) == 0, 1.0, -1.0)
+        modified = sign * cos_multiple_angle(target, margin) - 2 * k
+        logits = cosine + jax.nn.one_hot(labels, 4, dtype=x.dtype) * (modified - target)[:, None]
+        logits = logits * row_norm(x)[:, None] * 1.5
+        if name == "LargeMarginSoftmaxLoss":
+            logits = logits * row_norm(w, axis=0)[None, :]
+        return jnp.mean(cross_entropy(logits, labels))
+
+    got = jax.value_and_grad(lambda s, x: nnx.merge(graphdef, s)(x, labels), argnums=(0, 1))(
+        state, x
+    )
+    want = jax.value_and_grad(plain, argnums=(0, 1))(state, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
