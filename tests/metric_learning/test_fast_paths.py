@@ -376,3 +376,32 @@ def test_margin_softmax_closed_form_backward_matches_autodiff(name, margin):
     want = jax.value_and_grad(plain, argnums=(0, 1))(state, x)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_p2s_grad_closed_form_backward_matches_autodiff():
+    # P2SGradLoss's custom VJP against autodiff of the plain formula (torch's clamp: gradient on
+    # [-1, 1], none outside), float64, one embedding parallel to its class column (a cosine
+    # just below 1): rounding only.
+    from flax import nnx
+
+    from calibrax.metric_learning.losses.p2s_grad import unit_columns
+
+    loss = C.P2SGradLoss(5, 4, param_dtype=jnp.float64, rngs=nnx.Rngs(3))
+    labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3, 0])
+    x = X.at[4].set(3.0 * loss.weight[...][:, 0])
+    graphdef, state = nnx.split(loss)
+
+    def plain(state, x):
+        w = nnx.merge(graphdef, state).weight[...]
+        used = w + jax.lax.stop_gradient(unit_columns(w) - w)
+        cosine = (x @ used) / jnp.sqrt(jnp.sum(x * x, axis=1))[:, None]
+        inside = (cosine >= -1) & (cosine <= 1)
+        cosine = jnp.where(inside, cosine, jnp.clip(jax.lax.stop_gradient(cosine), -1, 1))
+        return jnp.mean(jnp.square(cosine - jax.nn.one_hot(labels, 4, dtype=x.dtype)))
+
+    got = jax.value_and_grad(lambda s, x: nnx.merge(graphdef, s)(x, labels), argnums=(0, 1))(
+        state, x
+    )
+    want = jax.value_and_grad(plain, argnums=(0, 1))(state, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)

@@ -38,3 +38,4 @@ class SphereFaceLoss(LargeMarginSoftmaxLoss):
     def class_scales(self, dtype: Any) -> None:
         """None: the logits carry no class-weight norms."""
         del dtype
+        return None
