@@ -308,17 +308,19 @@ def test_instance_loss_one_matmul_backward_matches_autodiff():
 
 
 @pytest.mark.parametrize("distance", [None, C.CosineSimilarity()])
-def test_nca_symmetric_backward_matches_the_general_path(distance):
+@pytest.mark.parametrize("scale", [2.0, 400.0])
+def test_nca_symmetric_backward_matches_the_general_path(distance, scale):
     # NCALoss on the batch itself goes through _nca_self_values (symmetrised cotangent, one
     # backward matmul): values and gradients against autodiff of the plain formula written out
-    # here (float64, rounding only; labels 7 and 5 have no positive).
+    # here (float64, rounding only; labels 7 and 5 have no positive). Scale 2 takes the
+    # constant-shift softmax, 400 (a logit range over float64's 600) the row maxima.
     labels = jnp.array([3, 1, 3, 0, 1, 7, 0, 3, 5])
-    loss = C.NCALoss(softmax_scale=2.0, distance=distance)
+    loss = C.NCALoss(softmax_scale=scale, distance=distance)
     dist = loss.distance
 
     def plain(x):
         mat = dist(x)
-        logits = 2.0 * (mat if dist.is_inverted else -mat)
+        logits = scale * (mat if dist.is_inverted else -mat)
         eye = jnp.eye(9, dtype=bool)
         logits = jnp.where(eye, -jnp.inf, logits)
         positive = (labels[:, None] == labels[None, :]) & ~eye
