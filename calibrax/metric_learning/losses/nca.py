@@ -64,22 +64,37 @@ def _nca_self_values_fwd(
     else:
         e = jnp.exp(logits - shift)
         total = jnp.sum(e, axis=1)
-        lse = shift + jnp.log(total)
-        log_pos = jnp.log(jnp.sum(jnp.where(positive, e, jnp.zeros_like(e)), axis=1) / total)
+        pos_total = jnp.sum(jnp.where(positive, e, jnp.zeros_like(e)), axis=1)
+        log_pos = jnp.log(pos_total / total)
     has_positive = jnp.any(positive, axis=1)
     values = jnp.where(has_positive, -log_pos, 0)
-    return values, (logits, positive, lse, log_pos, has_positive)
+    # With a shift the backward pass works from the row sums (one exponential per entry), else
+    # from the log-sum-exps.
+    stats = (lse, log_pos) if shift is None else (total, pos_total)
+    return values, (logits, positive, *stats, has_positive)
 
 
 def _nca_self_values_bwd(
     neg: float, shift: float | None, res: tuple[jax.Array, ...], grad: jax.Array
 ) -> tuple[jax.Array, None]:
-    del neg, shift
-    logits, positive, lse, log_pos, has_positive = res
+    del neg
+    logits, positive, first, second, has_positive = res
     # d values_i / d logits_ij = P_ij - Q_ij: the row softmax and its renormalisation over the
     # positives (Q_ij = P_ij / P(positives of i) on positives, 0 elsewhere).
     scale = jnp.where(has_positive, grad, jnp.zeros_like(grad)) / 2
     zero = jnp.zeros_like(logits)
+    if shift is not None:
+        # P_ij = e_ij / total_i and Q_ij = e_ij / pos_total_i with e = exp(logits - shift)
+        # (at most 1; the totals are at least exp(-60), see _logit_shift): one exponential.
+        total, pos_total = first, second
+        by_all = scale / total
+        by_pos = jnp.where(has_positive, scale / jnp.where(has_positive, pos_total, 1), 0)
+        e = jnp.exp(logits - shift)
+        both = (by_all[:, None] + by_all[None, :]) - jnp.where(
+            positive, by_pos[:, None] + by_pos[None, :], zero
+        )
+        return e * both, None
+    lse, log_pos = first, second
 
     def term(shift: jax.Array, pos_shift: jax.Array, weight: jax.Array) -> jax.Array:
         prob = jnp.exp(logits - shift)
