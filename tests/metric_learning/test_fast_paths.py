@@ -288,21 +288,24 @@ def test_soft_triple_closed_form_backward_matches_autodiff(gamma):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
 
 
-def test_instance_loss_one_matmul_backward_matches_autodiff():
+@pytest.mark.parametrize("gamma", [8.0, 800.0])
+def test_instance_loss_one_matmul_backward_matches_autodiff(gamma):
     # InstanceLoss's custom VJP ((A + A^T) x with the transposed softmax taken from the logits'
-    # symmetry) against autodiff of the plain formula, float64, repeated labels: rounding only.
+    # symmetry) against autodiff of the plain formula, float64, repeated labels and a zero
+    # embedding: rounding only. gamma 8 takes the exp(logit - gamma) path, 800 the row maxima.
     from calibrax.metric_learning.losses._weight_losses import cross_entropy
     from calibrax.metric_learning.losses.instance import dense_rank
 
     labels = jnp.array([3, 1, 3, 0, 1, 7, 0, 3, 5])
-    loss = C.InstanceLoss(gamma=8.0)
+    loss = C.InstanceLoss(gamma=gamma)
+    x = X.at[3].set(0.0)
 
     def plain(x):
-        logits = C.CosineSimilarity()(x) * 8.0
+        logits = C.CosineSimilarity()(x) * gamma
         return jnp.mean(cross_entropy(logits, dense_rank(labels)))
 
-    got = jax.value_and_grad(lambda x: loss(x, labels))(X)
-    want = jax.value_and_grad(plain)(X)
+    got = jax.value_and_grad(lambda x: loss(x, labels))(x)
+    want = jax.value_and_grad(plain)(x)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
 
