@@ -256,3 +256,158 @@ def test_npairs_width_buckets_give_the_full_width_values(n_classes_with_pairs, m
     np.testing.assert_allclose(bucketed[0], full[0], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(bucketed[1], full[1], rtol=1e-12, atol=1e-15)
     assert (float(full[0]) > 0) == (n_classes_with_pairs > 1)
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.001])
+def test_soft_triple_closed_form_backward_matches_autodiff(gamma):
+    # SoftTripleLoss's custom VJP (centres regrouped, 1/gamma folded in, exp unshifted for
+    # gamma = 0.1, shifted by the max for gamma = 0.001: 1/gamma over float64's 600) against
+    # autodiff of the plain formula (class_similarities + cross-entropy), float64: rounding
+    # only (1e-10).
+    from flax import nnx
+
+    from calibrax.metric_learning.losses._weight_losses import cross_entropy
+
+    loss = C.SoftTripleLoss(
+        3, 5, centers_per_class=4, gamma=gamma, param_dtype=jnp.float64, rngs=nnx.Rngs(1)
+    )
+    labels = jnp.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    graphdef, state = nnx.split(loss)
+
+    def fast(state, x):
+        return nnx.merge(graphdef, state)(x, labels)
+
+    def plain(state, x):
+        module = nnx.merge(graphdef, state)
+        sim = module.class_similarities(x)
+        target = jax.nn.one_hot(labels, 3, dtype=sim.dtype)
+        return jnp.mean(cross_entropy(module.la * (sim - module.margin * target), labels))
+
+    got = jax.value_and_grad(fast, argnums=(0, 1))(state, X)
+    want = jax.value_and_grad(plain, argnums=(0, 1))(state, X)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [8.0, 800.0])
+def test_instance_loss_one_matmul_backward_matches_autodiff(gamma):
+    # InstanceLoss's custom VJP ((A + A^T) x with the transposed softmax taken from the logits'
+    # symmetry) against autodiff of the plain formula, float64, repeated labels and a zero
+    # embedding: rounding only. gamma 8 takes the exp(logit - gamma) path, 800 the row maxima.
+    from calibrax.metric_learning.losses._weight_losses import cross_entropy
+    from calibrax.metric_learning.losses.instance import dense_rank
+
+    labels = jnp.array([3, 1, 3, 0, 1, 7, 0, 3, 5])
+    loss = C.InstanceLoss(gamma=gamma)
+    x = X.at[3].set(0.0)
+
+    def plain(x):
+        logits = C.CosineSimilarity()(x) * gamma
+        return jnp.mean(cross_entropy(logits, dense_rank(labels)))
+
+    got = jax.value_and_grad(lambda x: loss(x, labels))(x)
+    want = jax.value_and_grad(plain)(x)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("distance", [None, C.CosineSimilarity()])
+@pytest.mark.parametrize("scale", [2.0, 400.0])
+def test_nca_symmetric_backward_matches_the_general_path(distance, scale):
+    # NCALoss on the batch itself goes through _nca_self_values (symmetrised cotangent, one
+    # backward matmul): values and gradients against autodiff of the plain formula written out
+    # here (float64, rounding only; labels 7 and 5 have no positive). Scale 2 takes the
+    # constant-shift softmax, 400 (a logit range over float64's 600) the row maxima.
+    labels = jnp.array([3, 1, 3, 0, 1, 7, 0, 3, 5])
+    loss = C.NCALoss(softmax_scale=scale, distance=distance)
+    dist = loss.distance
+
+    def plain(x):
+        mat = dist(x)
+        logits = scale * (mat if dist.is_inverted else -mat)
+        eye = jnp.eye(9, dtype=bool)
+        logits = jnp.where(eye, -jnp.inf, logits)
+        positive = (labels[:, None] == labels[None, :]) & ~eye
+        log_p = jax.nn.log_softmax(logits, axis=1)
+        log_pos = jax.nn.logsumexp(jnp.where(positive, log_p, -1e300), axis=1)
+        has = jnp.any(positive, axis=1)
+        return jnp.sum(jnp.where(has, -log_pos, 0)) / jnp.sum(has.astype(x.dtype))
+
+    got = jax.value_and_grad(lambda x: loss(x, labels))(X)
+    want = jax.value_and_grad(plain)(X)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["LargeMarginSoftmaxLoss", "SphereFaceLoss"])
+@pytest.mark.parametrize("margin", [3, 4])
+def test_margin_softmax_closed_form_backward_matches_autodiff(name, margin):
+    # The custom VJP of L-Softmax / SphereFace against autodiff of the plain formula (one-hot
+    # replacement of the target cosine, then the norms), float64, a zero embedding included
+    # (the norms' gradient is 0 there on both paths): rounding only.
+    import math
+
+    from flax import nnx
+
+    from calibrax.metric_learning.losses._weight_losses import cross_entropy
+    from calibrax.metric_learning.losses._weight_losses import l2_normalize
+    from calibrax.metric_learning.losses.large_margin_softmax import cos_multiple_angle
+    from calibrax.metric_learning.losses.large_margin_softmax import row_norm
+
+    x = X.at[2].set(0.0)
+    labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3, 0])
+    loss = getattr(C, name)(
+        4, 5, margin=margin, scale=1.5, param_dtype=jnp.float64, rngs=nnx.Rngs(2)
+    )
+    graphdef, state = nnx.split(loss)
+
+    def plain(state, x):
+        w = nnx.merge(graphdef, state).W[...]
+        cosine = l2_normalize(x, axis=1) @ l2_normalize(w, axis=0)
+        target = jnp.take_along_axis(cosine, labels[:, None], axis=1)[:, 0]
+        k = jnp.floor(
+            jnp.arccos(jnp.clip(jax.lax.stop_gradient(target), -1, 1)) / (math.pi / margin)
+        )
+        sign = jnp.where(jnp.mod(k, 2) == 0, 1.0, -1.0)
+        modified = sign * cos_multiple_angle(target, margin) - 2 * k
+        logits = cosine + jax.nn.one_hot(labels, 4, dtype=x.dtype) * (modified - target)[:, None]
+        logits = logits * row_norm(x)[:, None] * 1.5
+        if name == "LargeMarginSoftmaxLoss":
+            logits = logits * row_norm(w, axis=0)[None, :]
+        return jnp.mean(cross_entropy(logits, labels))
+
+    got = jax.value_and_grad(lambda s, x: nnx.merge(graphdef, s)(x, labels), argnums=(0, 1))(
+        state, x
+    )
+    want = jax.value_and_grad(plain, argnums=(0, 1))(state, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_p2s_grad_closed_form_backward_matches_autodiff():
+    # P2SGradLoss's custom VJP against autodiff of the plain formula (torch's clamp: gradient on
+    # [-1, 1], none outside), float64, one embedding parallel to its class column (a cosine
+    # just below 1): rounding only.
+    from flax import nnx
+
+    from calibrax.metric_learning.losses.p2s_grad import unit_columns
+
+    loss = C.P2SGradLoss(5, 4, param_dtype=jnp.float64, rngs=nnx.Rngs(3))
+    labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3, 0])
+    x = X.at[4].set(3.0 * loss.weight[...][:, 0])
+    graphdef, state = nnx.split(loss)
+
+    def plain(state, x):
+        w = nnx.merge(graphdef, state).weight[...]
+        used = w + jax.lax.stop_gradient(unit_columns(w) - w)
+        cosine = (x @ used) / jnp.sqrt(jnp.sum(x * x, axis=1))[:, None]
+        inside = (cosine >= -1) & (cosine <= 1)
+        cosine = jnp.where(inside, cosine, jnp.clip(jax.lax.stop_gradient(cosine), -1, 1))
+        return jnp.mean(jnp.square(cosine - jax.nn.one_hot(labels, 4, dtype=x.dtype)))
+
+    got = jax.value_and_grad(lambda s, x: nnx.merge(graphdef, s)(x, labels), argnums=(0, 1))(
+        state, x
+    )
+    want = jax.value_and_grad(plain, argnums=(0, 1))(state, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)

@@ -3,15 +3,20 @@ neighbour."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array
+from jaxtyping import Bool
+from jaxtyping import Float
 
 from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.base import ref_matrix
 from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.dot_product_similarity import DotProductSimilarity
 from calibrax.metric_learning.distances.lp_distance import LpDistance
 from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._mined import miner_weights
@@ -23,6 +28,107 @@ from calibrax.metric_learning.losses._weight_losses import check_positive_number
 from calibrax.metric_learning.tuples import Reference
 
 __all__ = ["NCALoss"]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _nca_self_values(
+    logits: Float[Array, "batch batch"],
+    positive: Bool[Array, "batch batch"],
+    neg: float,
+    shift: float | None,
+) -> Float[Array, " batch"]:
+    r"""``-log`` of each row's softmax mass on its positives (``logits`` with ``-inf`` on the
+    diagonal, ``positive`` without it), 0 for a row with no positive.
+
+    ``logits`` and ``positive`` must be symmetric (the batch against itself with a symmetric
+    distance): the backward pass then returns the symmetrised cotangent
+    :math:`(A + A^T)/2`, which gives the same gradient through the symmetric matrix and lets
+    the distance's backward pass use one matmul instead of two. :math:`A^T` is computed
+    elementwise from the symmetry, :math:`P_{ji} = e^{\ell_{ij} - \operatorname{lse}_j}`,
+    not by transposing a (batch, batch) array.
+
+    ``shift``, when given, is an upper bound of the logits whose range is small enough for
+    ``exp(logits - shift)`` not to underflow (see :func:`_logit_shift`): the log-sum-exps then
+    skip their two row maxima.
+    """
+    return _nca_self_values_fwd(logits, positive, neg, shift)[0]
+
+
+def _nca_self_values_fwd(
+    logits: jax.Array, positive: jax.Array, neg: float, shift: float | None
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    if shift is None:
+        lse = jax.nn.logsumexp(logits, axis=1)
+        masked = jnp.where(positive, logits, neg)
+        log_pos = jax.nn.logsumexp(masked, axis=1) - lse
+    else:
+        e = jnp.exp(logits - shift)
+        total = jnp.sum(e, axis=1)
+        pos_total = jnp.sum(jnp.where(positive, e, jnp.zeros_like(e)), axis=1)
+        log_pos = jnp.log(pos_total / total)
+    has_positive = jnp.any(positive, axis=1)
+    values = jnp.where(has_positive, -log_pos, 0)
+    # With a shift the backward pass works from the row sums (one exponential per entry), else
+    # from the log-sum-exps.
+    stats = (lse, log_pos) if shift is None else (total, pos_total)
+    return values, (logits, positive, *stats, has_positive)
+
+
+def _nca_self_values_bwd(
+    neg: float, shift: float | None, res: tuple[jax.Array, ...], grad: jax.Array
+) -> tuple[jax.Array, None]:
+    del neg
+    logits, positive, first, second, has_positive = res
+    # d values_i / d logits_ij = P_ij - Q_ij: the row softmax and its renormalisation over the
+    # positives (Q_ij = P_ij / P(positives of i) on positives, 0 elsewhere).
+    scale = jnp.where(has_positive, grad, jnp.zeros_like(grad)) / 2
+    zero = jnp.zeros_like(logits)
+    if shift is not None:
+        # P_ij = e_ij / total_i and Q_ij = e_ij / pos_total_i with e = exp(logits - shift)
+        # (at most 1; the totals are at least exp(-60), see _logit_shift): one exponential.
+        total, pos_total = first, second
+        by_all = scale / total
+        by_pos = jnp.where(has_positive, scale / jnp.where(has_positive, pos_total, 1), 0)
+        e = jnp.exp(logits - shift)
+        both = (by_all[:, None] + by_all[None, :]) - jnp.where(
+            positive, by_pos[:, None] + by_pos[None, :], zero
+        )
+        return e * both, None
+    lse, log_pos = first, second
+
+    def term(shift: jax.Array, pos_shift: jax.Array, weight: jax.Array) -> jax.Array:
+        prob = jnp.exp(logits - shift)
+        # Q in one exponential (at most 1 on the positives): prob * exp(-pos_shift) would
+        # overflow to inf * 0 when the positives' mass is below exp(-88) (float32).
+        on_positive = jnp.where(positive, jnp.exp(logits - shift - pos_shift), zero)
+        return weight * (prob - on_positive)
+
+    rows = term(lse[:, None], log_pos[:, None], scale[:, None])
+    cols = term(lse[None, :], log_pos[None, :], scale[None, :])
+    return rows + cols, None
+
+
+_nca_self_values.defvjp(_nca_self_values_fwd, _nca_self_values_bwd)
+
+
+def _logit_shift(distance: BaseDistance, scale: float, dtype: Any) -> float | None:
+    """The largest possible logit when the logits span a known, short range, else None.
+
+    With L2-normalised embeddings the Euclidean distance lies in [0, 2] (so ``d ** power`` in
+    [0, 2 ** power]) and the dot product in [-1, 1], up to rounding. When ``scale`` times that
+    range is at most 60 (float32; 600 in float64), ``exp(logit - max possible logit)`` stays
+    far above the smallest normal number, so the softmax needs no row maximum.
+    """
+    if not distance.normalize_embeddings or distance.p != 2:
+        return None
+    if isinstance(distance, LpDistance):
+        low, high = -scale * 2.0**distance.power, 0.0
+    elif isinstance(distance, DotProductSimilarity) and distance.power == 1:
+        low, high = -scale, scale
+    else:
+        return None
+    limit = 60.0 if jnp.dtype(dtype).itemsize <= 4 else 600.0
+    return high if high - low <= limit else None
 
 
 @register(
@@ -127,6 +233,18 @@ class NCALoss(NonFiniteIsNaN, DistanceLoss):
             zero = jnp.zeros((n_query,), query.dtype)
             return LossTerm(zero, zero)
         weights = miner_weights(indices_tuple, n_query, query.dtype, anchors_only=ref is not None)
+        if ref is None and self.distance.is_symmetric:
+            # The batch against itself: a symmetric matrix, whose backward pass takes one matmul
+            # given the symmetrised cotangent of _nca_self_values.
+            mat = self.distance.self_matrix_symmetric_grad(query)
+            logits = self.softmax_scale * (mat if self.distance.is_inverted else -mat)
+            eye = jnp.eye(n_query, dtype=bool)
+            logits = jnp.where(eye, -jnp.inf, logits)
+            positive = (query_labels[:, None] == query_labels[None, :]) & ~eye
+            shift = _logit_shift(self.distance, self.softmax_scale, logits.dtype)
+            values = _nca_self_values(logits, positive, float(jnp.finfo(logits.dtype).min), shift)
+            has_positive = jnp.any(positive, axis=1)
+            return LossTerm(values * weights, has_positive.astype(query.dtype))
         if ref is None:
             mat = self.distance(query)
             ref_labels = query_labels

@@ -33,6 +33,49 @@ def unit_columns(weight: Float[Array, "dim classes"]) -> Float[Array, "dim class
     return weight * factor * (1 / _MAXNORM)
 
 
+@jax.custom_vjp
+def _p2s_mean_square(
+    embeddings: Float[Array, "batch dim"],
+    weight: Float[Array, "dim classes"],
+    labels: Int[Array, " batch"],
+) -> Float[Array, ""]:
+    r"""``mean((clamp(x_i . w_j / |x_i|, -1, 1) - [j = y_i])^2)`` over the batch and classes.
+
+    A custom VJP (autodiff's backward walks the clamp's selects, the one-hot and the division
+    separately): with :math:`G = 2 (\cos - \text{onehot}) / (BC)`, zero where the clamp was
+    active (torch's clamp passes the gradient on [-1, 1], ends included), the gradients are
+    :math:`(G / |x|) W^T - x \sum_j G \cos / |x|^2` and :math:`x^T (G / |x|)`.
+    """
+    return _p2s_fwd(embeddings, weight, labels)[0]
+
+
+def _p2s_target(labels: jax.Array, classes: int, dtype: Any) -> jax.Array:
+    return (labels[:, None] == jnp.arange(classes, dtype=labels.dtype)[None, :]).astype(dtype)
+
+
+def _p2s_fwd(
+    embeddings: jax.Array, weight: jax.Array, labels: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    x_norm = jnp.sqrt(jnp.sum(embeddings * embeddings, axis=1))
+    cosine = (embeddings @ weight) / x_norm[:, None]
+    target = _p2s_target(labels, weight.shape[1], cosine.dtype)
+    loss = jnp.mean(jnp.square(jnp.clip(cosine, -1, 1) - target))
+    return loss, (embeddings, weight, labels, x_norm, cosine)
+
+
+def _p2s_bwd(res: tuple[jax.Array, ...], grad: jax.Array) -> tuple[jax.Array, jax.Array, None]:
+    embeddings, weight, labels, x_norm, cosine = res
+    target = _p2s_target(labels, weight.shape[1], cosine.dtype)
+    inside = (cosine >= -1) & (cosine <= 1)
+    scale = grad * (2 / cosine.size)
+    g = jnp.where(inside, scale * (cosine - target), jnp.zeros_like(cosine)) / x_norm[:, None]
+    d_x = g @ weight.T - embeddings * (jnp.sum(g * cosine, axis=1) / x_norm)[:, None]
+    return d_x, embeddings.T @ g, None
+
+
+_p2s_mean_square.defvjp(_p2s_fwd, _p2s_bwd)
+
+
 def _example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
     embeddings = jax.random.normal(jax.random.key(0), (8, 4), jnp.float32)
     labels = jnp.array([0, 1, 2, 0, 1, 2, 0, 1], jnp.int32)
@@ -131,13 +174,7 @@ class P2SGradLoss(ClassWeightLoss):
         # PML's check (1e-5; the arithmetic here is at least float32).
         w_norm = jnp.sqrt(jnp.sum(unit * unit, axis=0))
         not_unit = jnp.any(jnp.abs(w_norm - 1) >= 1e-5)
-        x_norm = jnp.sqrt(jnp.sum(embeddings * embeddings, axis=1))
-        cosine = (embeddings @ used) / x_norm[:, None]
-        # torch.clamp passes the gradient on [-1, 1] (ends included) and blocks it outside.
-        inside = (cosine >= -1) & (cosine <= 1)
-        cosine = jnp.where(inside, cosine, jnp.clip(jax.lax.stop_gradient(cosine), -1, 1))
-        one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=cosine.dtype)
-        loss = jnp.mean(jnp.square(cosine - one_hot))
+        loss = _p2s_mean_square(embeddings, used, labels)
         return jnp.where(not_unit, jnp.nan, loss)
 
     def __call__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import jax
@@ -16,12 +17,104 @@ from calibrax.core import checks
 from calibrax.core.registry import register
 from calibrax.metric_learning.losses._mined import MinedClassWeightLoss
 from calibrax.metric_learning.losses._weight_losses import check_positive_number
-from calibrax.metric_learning.losses._weight_losses import cross_entropy
 from calibrax.metric_learning.losses._weight_losses import l2_normalize
 from calibrax.metric_learning.losses._weight_losses import weight_loss_example
 from calibrax.metric_learning.reducers import BaseReducer
 
 __all__ = ["SoftTripleLoss"]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _soft_triple_head(
+    scaled: Float[Array, "batch centers classes"],
+    labels: Int[Array, " batch"],
+    la: float,
+    gamma: float,
+    margin: float,
+    shift: float | None,
+) -> Float[Array, " batch"]:
+    r"""Per-sample SoftTriple losses from ``scaled`` :math:`= s_{i,c,k} / \gamma`, laid out
+    (batch, K, classes) so that the softmax over a class's centres runs across rows.
+
+    A custom VJP: autodiff would keep and re-read several (batch, K, classes) intermediates;
+    the closed form re-reads ``scaled`` once. With :math:`p` the softmax over ``k``,
+    :math:`S = \gamma \sum_k p\,t` and :math:`g = \partial L / \partial S`, the gradient is
+    :math:`\partial L / \partial t_k = p_k\, g\, (\gamma + \gamma t_k - S)`.
+    """
+    return _soft_triple_head_fwd(scaled, labels, la, gamma, margin, shift)[0]
+
+
+def _shifted_exp(scaled: jax.Array, top: jax.Array | float) -> jax.Array:
+    if isinstance(top, float):
+        # Only 0.0 (see _exp_shift); no subtraction: on CPU, XLA emits a several times slower
+        # loop for exp(t - constant) times a broadcast (batch, 1, classes) factor.
+        return jnp.exp(scaled)
+    return jnp.exp(scaled - top[:, None, :])
+
+
+def _soft_triple_head_fwd(
+    scaled: jax.Array,
+    labels: jax.Array,
+    la: float,
+    gamma: float,
+    margin: float,
+    shift: float | None,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    top = jnp.max(scaled, axis=1) if shift is None else shift
+    e = _shifted_exp(scaled, top)
+    # One reduction with two outputs, so that the exponentials are summed where they are made.
+    z, weighted = jax.lax.reduce(
+        (e, e * scaled),
+        (jnp.zeros((), e.dtype), jnp.zeros((), e.dtype)),
+        lambda u, v: (u[0] + v[0], u[1] + v[1]),
+        (1,),
+    )
+    sim = gamma * (weighted / z)
+    target = jax.nn.one_hot(labels, sim.shape[1], dtype=sim.dtype)
+    logits = la * sim - (la * margin) * target
+    lse = jax.nn.logsumexp(logits, axis=1)
+    values = lse - jnp.sum(logits * target, axis=1)
+    return values, (scaled, labels, top if shift is None else None, z, sim, logits, lse)
+
+
+def _soft_triple_head_bwd(
+    la: float,
+    gamma: float,
+    margin: float,
+    shift: float | None,
+    res: tuple[jax.Array, ...],
+    grad: jax.Array,
+) -> tuple[jax.Array, None]:
+    del margin
+    scaled, labels, top, z, sim, logits, lse = res
+    top = shift if shift is not None else top
+    target = jax.nn.one_hot(labels, sim.shape[1], dtype=sim.dtype)
+    d_sim = (la * grad)[:, None] * (jnp.exp(logits - lse[:, None]) - target)
+    # p_k = e_k / z: fold 1/z and the terms that do not depend on k into per-(i, c) factors.
+    a = d_sim * (gamma - sim) / z
+    b = d_sim * gamma / z
+    # Recomputed rather than kept from the forward pass (the barrier stops XLA from merging the
+    # two): keeping it would hold a third (batch, K, classes) buffer until here.
+    scaled = jax.lax.optimization_barrier(scaled)
+    e = _shifted_exp(scaled, top)
+    return e * (a[:, None, :] + b[:, None, :] * scaled), None
+
+
+def _exp_shift(gamma: float, dtype: Any) -> float | None:
+    """0.0 when ``exp`` of the scaled similarities needs no shift (in place of the max over
+    the centres), else None.
+
+    The scaled similarities are cosines over ``gamma``, so they lie in ``[-1/gamma, 1/gamma]``
+    (up to rounding). While ``1/gamma`` is at most 60 (float32; 600 in float64) their
+    exponentials stay between about 1e-26 and 1e26 (float64: 1e-260 and 1e260), far inside the
+    normal range, and so do the sums over the centres: the softmax is the same and the pass that
+    finds the max is saved. Smaller temperatures keep the max.
+    """
+    limit = 60.0 if jnp.dtype(dtype).itemsize <= 4 else 600.0
+    return 0.0 if 1 / gamma <= limit else None
+
+
+_soft_triple_head.defvjp(_soft_triple_head_fwd, _soft_triple_head_bwd)
 
 
 @register(
@@ -121,6 +214,15 @@ class SoftTripleLoss(MinedClassWeightLoss):
     def _per_sample(
         self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
     ) -> Float[Array, " batch"]:
-        sim = self.class_similarities(embeddings)
-        one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=sim.dtype)
-        return cross_entropy(self.la * (sim - self.margin * one_hot), labels)
+        # The centres regrouped as (dim, K, classes) (a small transpose of the parameter), so
+        # the softmax over a class's K centres reduces across rows of the (batch, K, classes)
+        # similarities instead of along runs of K adjacent columns; 1 / gamma is folded into
+        # the embeddings before the product.
+        dim, classes, k = self.embedding_size, self.num_classes, self.centers_per_class
+        fc = self.fc[...].astype(embeddings.dtype).reshape(dim, classes, k)
+        centers = l2_normalize(fc.transpose(0, 2, 1).reshape(dim, k * classes), axis=0)
+        scaled = (l2_normalize(embeddings, axis=1) * (1 / self.gamma)) @ centers
+        scaled = scaled.reshape(embeddings.shape[0], k, classes)
+        return _soft_triple_head(
+            scaled, labels, self.la, self.gamma, self.margin, _exp_shift(self.gamma, scaled.dtype)
+        )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flax import nnx
-from jaxtyping import Array
-from jaxtyping import Float
 
 from calibrax.core.registry import register
 from calibrax.metric_learning.losses._weight_losses import weight_loss_example
 from calibrax.metric_learning.losses.large_margin_softmax import LargeMarginSoftmaxLoss
-from calibrax.metric_learning.losses.large_margin_softmax import row_norm
 
 __all__ = ["SphereFaceLoss"]
 
@@ -36,8 +35,7 @@ class SphereFaceLoss(LargeMarginSoftmaxLoss):
         arXiv:1704.08063.
     """
 
-    def scale_logits(
-        self, logits: Float[Array, "batch classes"], embeddings: Float[Array, "batch dim"]
-    ) -> Float[Array, "batch classes"]:
-        """``logits * |x_i| * scale``."""
-        return logits * row_norm(embeddings)[:, None] * self.scale
+    def class_scales(self, dtype: Any) -> None:
+        """None: the logits carry no class-weight norms."""
+        del dtype
+        return None
