@@ -139,17 +139,14 @@ class CMMD(BufferedFeatureMetric, RealRowsReference):
             ValueError: On bad input (see :class:`FrechetDistance.update`) or buffer overflow.
             TypeError: On a wrong image dtype or a non-bool ``real``.
         """
-        side = "real" if self._check_real_flag(real) else "fake"
-        given = self._inputs(images, features, "features", mask)
-        if given is None:
-            return
-        rows, images, features = given
-        x = self._batch(images, features, rows=rows)
-        if self.l2_normalize:
-            # An all-zero embedding stays zero (no NaN from 0/0); CLIP embeddings are never 0.
-            norm = jnp.linalg.norm(x, axis=1, keepdims=True)
-            x = x / jnp.where(norm > 0, norm, 1.0)
-        self._append(side, x, rows.keep)
+        self._buffered_update(images, features, real, mask)
+
+    def _stored(self, x: jax.Array) -> jax.Array:
+        if not self.l2_normalize:
+            return x
+        # An all-zero embedding stays zero (no NaN from 0/0); CLIP embeddings are never 0.
+        norm = jnp.linalg.norm(x, axis=1, keepdims=True)
+        return x / jnp.where(norm > 0, norm, 1.0)
 
     def compute(self) -> dict[str, jax.Array]:
         """CMMD of the held rows.

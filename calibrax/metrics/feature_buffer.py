@@ -44,6 +44,23 @@ class BufferedFeatureMetric(FrozenBackboneMetric):
             )
             setattr(self, f"{side}_count", MetricState(jnp.zeros((), ct)))
 
+    def _stored(self, x: jax.Array) -> jax.Array:
+        """The features as buffered (a hook: CMMD L2-normalizes them); as given by default."""
+        return x
+
+    def _buffered_update(
+        self, images: Any, features: Any, real: Any, mask: jax.Array | None
+    ) -> None:
+        """The shared body of ``update``: check, embed (or take ``features``) and append the kept
+        rows of one batch to the real or generated buffer; a zero-row or all-masked batch is a
+        no-op."""
+        side = "real" if self._check_real_flag(real) else "fake"
+        given = self._inputs(images, features, "features", mask)
+        if given is None:
+            return
+        rows, images, features = given
+        self._append(side, self._stored(self._batch(images, features, rows=rows)), rows.keep)
+
     def _buffer(self, side: str) -> tuple[MetricState, MetricState]:
         return getattr(self, f"{side}_features"), getattr(self, f"{side}_count")
 

@@ -117,12 +117,7 @@ class PrecisionRecall(BufferedFeatureMetric, RealRowsReference):
             ValueError: On bad input or buffer overflow.
             TypeError: On a wrong image dtype or a non-bool ``real``.
         """
-        side = "real" if self._check_real_flag(real) else "fake"
-        given = self._inputs(images, features, "features", mask)
-        if given is None:
-            return
-        rows, images, features = given
-        self._append(side, self._batch(images, features, rows=rows), rows.keep)
+        self._buffered_update(images, features, real, mask)
 
     def compute(self) -> dict[str, jax.Array]:
         """Precision, recall, density and coverage of the buffered samples.
