@@ -306,7 +306,7 @@ PRDC_K = 5  # the PRDC paper's (Naeem et al., 2020) and the prdc package's defau
 
 
 def _kid_subset_size(
-    args: argparse.Namespace, metrics: tuple[str, ...], real: str, fake: str, ref: Any
+    args: argparse.Namespace, metrics: tuple[str, ...], counts: dict[str, int | None]
 ) -> int:
     """KID's subset size, chosen (or refused) from the file counts before any backbone loads.
 
@@ -315,14 +315,9 @@ def _kid_subset_size(
     else half the smaller side (at least 2), so that the subsets differ and ``kid_std`` measures
     their spread; :func:`_kid_fields` says the choice on stderr and records it (``kid_note``).
     """
-    from calibrax.io import list_images
-
     args.kid_notes = []
     if "kid" not in metrics:
         return KID_SUBSET_SIZE
-    counts = {p: len(list_images(p)) for p in (real, fake) if not p.endswith(".npz")}
-    if ref is not None:
-        counts[real] = ref.num_samples
     smaller = min(counts, key=counts.__getitem__)
     n = counts[smaller]
     if args.subset_size is not None:
@@ -445,22 +440,15 @@ def _collection_run(args: argparse.Namespace, metrics: tuple[str, ...]) -> dict[
                 f"expected two image folders for cmmd (a reference file does not hold its "
                 f"normalized embeddings), got the reference {ref.path!r}"
             )
-    subset_size = _kid_subset_size(args, metrics, real, fake, ref)
-    n_fake_files = len(ImageFolder(fake))
-    if ref is not None:
-        n_real_files = ref.num_samples or 0
-    else:
-        n_real_files = len(ImageFolder(real))
-    capacity = max(n_real_files, n_fake_files, 2)
-    splits, prdc_k = _is_prdc_settings(
-        args,
-        metrics,
-        {
-            real: None if ref is not None and not ref.num_samples else n_real_files,
-            fake: n_fake_files,
-        },
-        fake,
-    )
+    # Each side's image count (a reference's recorded one, None for a file without it), read
+    # once from the listings before any backbone loads.
+    counts = {
+        real: ref.num_samples if ref is not None else len(ImageFolder(real)),
+        fake: len(ImageFolder(fake)),
+    }
+    subset_size = _kid_subset_size(args, metrics, counts)
+    capacity = max(counts[real] or 0, counts[fake], 2)
+    splits, prdc_k = _is_prdc_settings(args, metrics, counts, fake)
     members = {
         "fid": {},
         "kid": {"subsets": args.subsets, "subset_size": subset_size},
