@@ -26,7 +26,7 @@ __all__ = ["SoftTripleLoss"]
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _soft_triple_head(
-    scaled: Float[Array, "batch centers classes"],
+    scaled: Float[Array, "centers classes batch"],
     labels: Int[Array, " batch"],
     la: float,
     gamma: float,
@@ -34,7 +34,11 @@ def _soft_triple_head(
     shift: float | None,
 ) -> Float[Array, " batch"]:
     r"""Per-sample SoftTriple losses from ``scaled`` :math:`= s_{i,c,k} / \gamma`, laid out
-    (batch, K, classes) so that the softmax over a class's centres runs across rows.
+    (K, classes, batch): the softmax over a class's centres reduces over the leading axis, and the
+    backward pass's per-(class, sample) factors broadcast along it, over whole contiguous
+    (classes, batch) slices. (In the (batch, K, classes) layout XLA's CPU loop for ``exp`` times
+    a factor broadcast along the middle axis ran 6x slower than the same loop without the
+    broadcast: 7.4 ms against 1.3 ms at B = 1024, 256 classes, K = 10.)
 
     A custom VJP: autodiff would keep and re-read several (batch, K, classes) intermediates;
     the closed form re-reads ``scaled`` once. With :math:`p` the softmax over ``k``,
@@ -49,7 +53,7 @@ def _shifted_exp(scaled: jax.Array, top: jax.Array | float) -> jax.Array:
         # Only 0.0 (see _exp_shift); no subtraction: on CPU, XLA emits a several times slower
         # loop for exp(t - constant) times a broadcast (batch, 1, classes) factor.
         return jnp.exp(scaled)
-    return jnp.exp(scaled - top[:, None, :])
+    return jnp.exp(scaled - top[None, :, :])
 
 
 def _soft_triple_head_fwd(
@@ -60,20 +64,20 @@ def _soft_triple_head_fwd(
     margin: float,
     shift: float | None,
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    top = jnp.max(scaled, axis=1) if shift is None else shift
+    top = jnp.max(scaled, axis=0) if shift is None else shift
     e = _shifted_exp(scaled, top)
     # One reduction with two outputs, so that the exponentials are summed where they are made.
     z, weighted = jax.lax.reduce(
         (e, e * scaled),
         (jnp.zeros((), e.dtype), jnp.zeros((), e.dtype)),
         lambda u, v: (u[0] + v[0], u[1] + v[1]),
-        (1,),
+        (0,),
     )
     sim = gamma * (weighted / z)
-    target = jax.nn.one_hot(labels, sim.shape[1], dtype=sim.dtype)
+    target = _one_hot_columns(labels, sim.shape[0], sim.dtype)
     logits = la * sim - (la * margin) * target
-    lse = jax.nn.logsumexp(logits, axis=1)
-    values = lse - jnp.sum(logits * target, axis=1)
+    lse = jax.nn.logsumexp(logits, axis=0)
+    values = lse - jnp.sum(logits * target, axis=0)
     return values, (scaled, labels, top if shift is None else None, z, sim, logits, lse)
 
 
@@ -88,8 +92,8 @@ def _soft_triple_head_bwd(
     del margin
     scaled, labels, top, z, sim, logits, lse = res
     top = shift if shift is not None else top
-    target = jax.nn.one_hot(labels, sim.shape[1], dtype=sim.dtype)
-    d_sim = (la * grad)[:, None] * (jnp.exp(logits - lse[:, None]) - target)
+    target = _one_hot_columns(labels, sim.shape[0], sim.dtype)
+    d_sim = (la * grad)[None, :] * (jnp.exp(logits - lse[None, :]) - target)
     # p_k = e_k / z: fold 1/z and the terms that do not depend on k into per-(i, c) factors.
     a = d_sim * (gamma - sim) / z
     b = d_sim * gamma / z
@@ -97,7 +101,41 @@ def _soft_triple_head_bwd(
     # two): keeping it would hold a third (batch, K, classes) buffer until here.
     scaled = jax.lax.optimization_barrier(scaled)
     e = _shifted_exp(scaled, top)
-    return e * (a[:, None, :] + b[:, None, :] * scaled), None
+    return e * (a[None, :, :] + b[None, :, :] * scaled), None
+
+
+@jax.custom_vjp
+def _centre_products(
+    centers: Float[Array, "rows dim"], queries: Float[Array, "batch dim"]
+) -> Float[Array, "rows batch"]:
+    """``centers @ queries.T``, whose backward pass takes the queries' gradient as
+    ``(centers.T @ g).T``: XLA's CPU dot for ``g.T @ centers`` (a transposed left operand and a
+    narrow result) ran 2.1x slower, 14.1 ms against 6.6 ms at 2560 centres, B = 1024, d = 128.
+    """
+    return centers @ queries.T
+
+
+def _centre_products_fwd(
+    centers: jax.Array, queries: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return centers @ queries.T, (centers, queries)
+
+
+def _centre_products_bwd(
+    res: tuple[jax.Array, jax.Array], grad: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    centers, queries = res
+    # The barrier keeps XLA from folding the transpose back into the dot's operands.
+    return grad @ queries, jax.lax.optimization_barrier(centers.T @ grad).T
+
+
+_centre_products.defvjp(_centre_products_fwd, _centre_products_bwd)
+
+
+def _one_hot_columns(labels: jax.Array, classes: int, dtype: Any) -> jax.Array:
+    """(classes, batch) one-hot: column ``i`` is 1 in row ``labels[i]``."""
+    rows = jnp.arange(classes, dtype=labels.dtype)[:, None]
+    return (rows == labels[None, :]).astype(dtype)
 
 
 def _exp_shift(gamma: float, dtype: Any) -> float | None:
@@ -214,15 +252,14 @@ class SoftTripleLoss(MinedClassWeightLoss):
     def _per_sample(
         self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
     ) -> Float[Array, " batch"]:
-        # The centres regrouped as (dim, K, classes) (a small transpose of the parameter), so
-        # the softmax over a class's K centres reduces across rows of the (batch, K, classes)
-        # similarities instead of along runs of K adjacent columns; 1 / gamma is folded into
-        # the embeddings before the product.
+        # The centres regrouped as (K, classes, dim) (a small transpose of the parameter) and the
+        # product taken as centres @ embeddings^T, so that the similarities come out as
+        # (K, classes, batch) (see _soft_triple_head); 1 / gamma is folded into the embeddings.
         dim, classes, k = self.embedding_size, self.num_classes, self.centers_per_class
         fc = self.fc[...].astype(embeddings.dtype).reshape(dim, classes, k)
-        centers = l2_normalize(fc.transpose(0, 2, 1).reshape(dim, k * classes), axis=0)
-        scaled = (l2_normalize(embeddings, axis=1) * (1 / self.gamma)) @ centers
-        scaled = scaled.reshape(embeddings.shape[0], k, classes)
+        centers = l2_normalize(fc.transpose(2, 1, 0).reshape(k * classes, dim), axis=1)
+        queries = l2_normalize(embeddings, axis=1) * (1 / self.gamma)
+        scaled = _centre_products(centers, queries).reshape(k, classes, embeddings.shape[0])
         return _soft_triple_head(
             scaled, labels, self.la, self.gamma, self.margin, _exp_shift(self.gamma, scaled.dtype)
         )
