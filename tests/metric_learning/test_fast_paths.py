@@ -384,15 +384,17 @@ def test_margin_softmax_closed_form_backward_matches_autodiff(name, margin):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
 
 
-def test_p2s_grad_closed_form_backward_matches_autodiff():
-    # P2SGradLoss's custom VJP against autodiff of the plain formula (torch's clamp: gradient on
-    # [-1, 1], none outside), float64, one embedding parallel to its class column (a cosine
-    # just below 1): rounding only.
+@pytest.mark.parametrize("form", ["direct", "gram"])
+def test_p2s_grad_closed_form_backward_matches_autodiff(form):
+    # P2SGradLoss's custom VJPs (both forms, see P2SGradLoss) against autodiff of the plain
+    # formula (torch's clamp: gradient on [-1, 1], none outside), float64, one embedding
+    # parallel to its class column (a cosine just below 1): rounding only.
     from flax import nnx
 
     from calibrax.metric_learning.losses.p2s_grad import unit_columns
 
     loss = C.P2SGradLoss(5, 4, param_dtype=jnp.float64, rngs=nnx.Rngs(3))
+    loss._form = form
     labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3, 0])
     x = X.at[4].set(3.0 * loss.weight[...][:, 0])
     graphdef, state = nnx.split(loss)
