@@ -164,3 +164,26 @@ def test_p2s_grad_refuses_miner_and_reference():
         match=re.escape("expected `labels` to be in [0, 2] (num_classes=3), got values in [0, 5]"),
     ):
         loss(emb, jnp.array([0, 1, 5]))
+
+
+@pytest.mark.parametrize("form", ["direct", "gram"])
+@pytest.mark.parametrize("bad", ["nan", "inf", "label_-1", "label_3", "short_column"])
+def test_p2s_grad_bad_values_under_jit_are_nan(form, bad):
+    # Under jit no check can raise and none is recorded: the arithmetic itself must turn each
+    # bad value into a NaN loss and a NaN gradient for the bad row (see P2SGradLoss.__call__).
+    loss = C.P2SGradLoss(4, 3, rngs=nnx.Rngs(0))
+    loss._form = form
+    emb = jnp.asarray(np.random.default_rng(0).normal(size=(5, 4)), jnp.float32)
+    lab = jnp.array([0, 1, 2, 0, 1])
+    if bad in ("nan", "inf"):
+        emb = emb.at[2, 1].set(float(bad))
+    elif bad.startswith("label"):
+        lab = lab.at[2].set(int(bad.split("_")[1]))
+    else:  # rescaled norm 0.005 / (0.005 + 1e-7): 2e-5 below 1, which PML's assertion rejects
+        loss.weight[...] = loss.weight[...].at[:, 1].multiply(0.005)
+    graphdef, state = nnx.split(loss)
+    value, grad = jax.jit(
+        jax.value_and_grad(lambda x, s, l: nnx.merge(graphdef, s)(x, l), argnums=(0, 1))
+    )(emb, state, lab)
+    assert np.isnan(float(value)), bad
+    assert np.all(np.isnan(np.asarray(grad[0][2]))), bad

@@ -12,10 +12,10 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from calibrax.core.registry import register
-from calibrax.metric_learning.losses._mined import nan_unless_finite
 from calibrax.metric_learning.losses._mined import reject_indices_tuple
 from calibrax.metric_learning.losses._mined import reject_ref
 from calibrax.metric_learning.losses._weight_losses import ClassWeightLoss
+from calibrax.metric_learning.losses._weight_losses import compute_dtype
 
 __all__ = ["P2SGradLoss"]
 
@@ -33,6 +33,19 @@ def unit_columns(weight: Float[Array, "dim classes"]) -> Float[Array, "dim class
     return weight * factor * (1 / _MAXNORM)
 
 
+def _checked_unit_columns(weight: Float[Array, "dim classes"]) -> Float[Array, "dim classes"]:
+    """:func:`unit_columns`, with NaN columns where PML's assertion ``|norm - 1| < 1e-5`` on the
+    rescaled column fails (a column of norm up to about 0.01 or below 0.99999e-5; the arithmetic
+    here is at least float32, where PML uses 1e-5). The norm tested is the one the rescaling
+    gives, ``n / (n + 1e-7)`` (``1e5 n`` below 1e-5), rather than one measured again from the
+    rescaled entries: they differ by rounding only. The NaN reaches the loss and every
+    gradient, with no reduction of its own."""
+    norm = jnp.sqrt(jnp.sum(weight * weight, axis=0, keepdims=True))
+    factor = jnp.where(norm > _MAXNORM, _MAXNORM / (norm + _RENORM_EPS), 1)
+    unit_norm = norm * factor * (1 / _MAXNORM)
+    return jnp.where(jnp.abs(unit_norm - 1) < 1e-5, weight * factor * (1 / _MAXNORM), jnp.nan)
+
+
 def _uses_gram(batch: int, dim: int, classes: int) -> bool:
     """Whether the Gram form's products, ``2 d^2 (B + C)`` multiply-adds, cost less than the
     direct form's three ``(B, d, C)`` products, ``3 B d C`` (B = 1024, d = 128, C = 256: 42M
@@ -48,7 +61,11 @@ def _materialized_t(x: jax.Array) -> jax.Array:
 
 
 def _p2s_target(labels: jax.Array, classes: int, dtype: Any) -> jax.Array:
-    return (labels[:, None] == jnp.arange(classes, dtype=labels.dtype)[None, :]).astype(dtype)
+    """The one-hot targets; a row of NaN for a label outside ``[0, classes)`` (under jit, where
+    it cannot raise), so that the loss is NaN with no reduction of its own."""
+    valid = (labels >= 0) & (labels < classes)
+    onehot = (labels[:, None] == jnp.arange(classes, dtype=labels.dtype)[None, :]).astype(dtype)
+    return jnp.where(valid[:, None], onehot, jnp.nan)
 
 
 @jax.custom_vjp
@@ -72,7 +89,7 @@ def _p2s_direct(
 def _p2s_direct_fwd(
     embeddings: jax.Array, weight: jax.Array, labels: jax.Array
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    unit = unit_columns(weight)
+    unit = _checked_unit_columns(weight)
     x_norm = jnp.sqrt(jnp.sum(embeddings * embeddings, axis=1))
     cosine = (embeddings @ unit) / x_norm[:, None]
     target = _p2s_target(labels, unit.shape[1], cosine.dtype)
@@ -125,12 +142,14 @@ def _p2s_gram_fwd(
     embeddings: jax.Array, weight: jax.Array, labels: jax.Array
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     batch, classes = embeddings.shape[0], weight.shape[1]
-    unit = unit_columns(weight)
+    unit = _checked_unit_columns(weight)
     x_norm = jnp.sqrt(jnp.sum(embeddings * embeddings, axis=1))
     rows = embeddings / x_norm[:, None]
     projected = rows @ (unit @ unit.T)
-    # Out-of-range labels (NaN loss, see ClassWeightLoss) read a clipped column here.
-    own = jnp.take(unit.T, labels, axis=0, mode="clip")
+    # A label outside [0, C) (under jit, where it cannot raise) reads a row of NaN.
+    # (jnp.take wraps negative indices: the range is tested here.)
+    valid = (labels >= 0) & (labels < classes)
+    own = jnp.where(valid[:, None], jnp.take(unit.T, labels, axis=0, mode="clip"), jnp.nan)
     loss = (jnp.sum(rows * (projected - 2 * own)) + batch) / (batch * classes)
     return loss, (rows, x_norm, unit, labels, projected, own)
 
@@ -184,9 +203,11 @@ class P2SGradLoss(ClassWeightLoss):
     function cannot write to its parameters, so here the forward pass uses the rescaled columns
     and passes their gradient to ``weight`` unchanged (a straight-through estimate: the same
     gradient as PML's); :meth:`renormalize` writes the rescaled columns into ``weight``, to be
-    called after each optimiser step to reproduce PML's trajectory exactly. A column whose norm
-    is below 1e-5 (where PML fails an assertion) makes the loss NaN. A zero embedding divides by
-    its zero norm, as in PML, and gives NaN.
+    called after each optimiser step to reproduce PML's trajectory exactly. A column that fails
+    PML's assertion (rescaled norm ``n / (n + 1e-7)`` not within 1e-5 of 1: norm up to about
+    0.01, or below 0.99999e-5) makes the loss and the gradients NaN. A zero embedding divides by
+    its zero norm, as in PML, and gives NaN. Under jit, NaN/Inf embeddings and labels outside
+    ``[0, num_classes)`` give a NaN loss through the arithmetic itself (see :meth:`__call__`).
 
     Two exact forms, chosen by shape: the direct one (PML's: the (B, C) cosines, three
     ``(B, d, C)`` products) and, when ``2 d (B + C) < 3 B C`` (e.g. B = 1024, d = 128,
@@ -259,16 +280,11 @@ class P2SGradLoss(ClassWeightLoss):
         # ``miner_weights`` (the base's per-sample miner weights) are all ones: P2SGrad refuses an
         # ``indices_tuple``, as pytorch-metric-learning does, and averages over (batch, classes).
         weight = self.weight[...].astype(embeddings.dtype)
-        unit = jax.lax.stop_gradient(unit_columns(weight))
-        # PML's check (1e-5; the arithmetic here is at least float32).
-        w_norm = jnp.sqrt(jnp.sum(unit * unit, axis=0))
-        not_unit = jnp.any(jnp.abs(w_norm - 1) >= 1e-5)
         form = self._form
         if form is None:
             batch, dim = embeddings.shape
             form = "gram" if _uses_gram(batch, dim, self.num_classes) else "direct"
-        loss = (_p2s_gram if form == "gram" else _p2s_direct)(embeddings, weight, labels)
-        return jnp.where(not_unit, jnp.nan, loss)
+        return (_p2s_gram if form == "gram" else _p2s_direct)(embeddings, weight, labels)
 
     def __call__(
         self,
@@ -297,5 +313,11 @@ class P2SGradLoss(ClassWeightLoss):
         """
         reject_indices_tuple(type(self).__name__, indices_tuple)
         reject_ref(type(self).__name__, ref_emb, ref_labels)
-        loss = super().__call__(embeddings, labels)
-        return nan_unless_finite(loss, jnp.asarray(embeddings))
+        # The base's checks, which raise eagerly. Under jit no value check is recorded: the
+        # arithmetic itself turns each bad value into a NaN loss, with no reduction of its own
+        # (NaN/Inf embeddings: the cosines or unit rows are NaN, Inf / Inf; a label outside
+        # [0, num_classes): a NaN target row; a column PML's assertion rejects: NaN, see
+        # _checked_unit_columns). No regularizer or miner weights apply (P2SGrad takes none).
+        embeddings, labels, _ = self.validate_inputs(embeddings, labels)
+        dtype = compute_dtype(embeddings)
+        return self._loss(embeddings.astype(dtype), labels).astype(embeddings.dtype)
