@@ -32,10 +32,10 @@ def _instance_values(
 ) -> Float[Array, " batch"]:
     r"""Per-sample cross-entropy of the logits ``gamma * rows @ rows.T`` against ``targets``.
 
-    A custom VJP (reverse mode only) with one backward matmul instead of autodiff's two. With :math:`A` the
-    cotangent of the (symmetric) Gram matrix, the gradient is :math:`(A + A^T)\,x`; the
-    transposed row-softmax is computed elementwise from the logits' symmetry,
-    :math:`P_{ji} = e^{\ell_{ij} - \operatorname{lse}_j}`, rather than by transposing a
+    A custom VJP (reverse mode only) with one backward matmul instead of autodiff's two. With
+    :math:`A` the cotangent of the (symmetric) Gram matrix, the gradient is
+    :math:`(A + A^T)\,x`; the transposed row-softmax is computed elementwise from the logits'
+    symmetry, :math:`P_{ji} = e^{\ell_{ij} - \operatorname{lse}_j}`, rather than by transposing a
     (batch, batch) array (as slow on CPU as a matmul).
 
     With ``shifted`` (unit or zero rows, ``gamma`` small enough: see :func:`_shifted`) the
