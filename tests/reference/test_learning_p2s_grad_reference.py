@@ -21,7 +21,7 @@ from calibrax.metric_learning.losses.p2s_grad import _uses_gram
 def _factories(form=None):
     def ours(n, d):
         loss = C.P2SGradLoss(d, n, param_dtype="float64", rngs=nnx.Rngs(0))
-        loss._form = form  # None: chosen by cost (the Gram form on these batches)
+        loss._form = form  # None: chosen by cost (both forms occur on these batches)
         return loss
 
     return ours, lambda n, d: L.P2SGradLoss(descriptors_dim=d, num_classes=n)
@@ -42,7 +42,9 @@ def test_p2s_grad_cost_switch_sides():
     # The benchmark sizes fall on opposite sides; each side's automatic choice against PML.
     assert not _uses_gram(256, 128, 64)
     assert _uses_gram(1024, 128, 256)
-    assert _uses_gram(14, 6, 16) and _uses_gram(33, 16, 16)  # the strict-parity batches
+    assert not _uses_gram(512, 128, 128) and _uses_gram(256, 128, 512)
+    # The strict-parity batches: (14, 6) ones on the Gram side, the (33, 16) one direct.
+    assert _uses_gram(14, 6, 16) and not _uses_gram(33, 16, 16)
     assert not _uses_gram(12, 16, 4)
     emb = np.random.default_rng(5).normal(size=(12, 16))
     _compare_with_pml(emb, np.arange(12) % 4, 4, None, "float64")
