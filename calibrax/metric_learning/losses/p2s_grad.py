@@ -212,9 +212,9 @@ class P2SGradLoss(ClassWeightLoss):
     ``[0, num_classes)`` give a NaN loss through the arithmetic itself (see :meth:`__call__`).
 
     Two exact forms, chosen by shape: the direct one (PML's: the (B, C) cosines, three
-    ``(B, d, C)`` products) and, when ``d (B + C) < B C`` (e.g. B = 1024, d = 128,
-    C = 256; see :func:`_uses_gram`), a Gram form that needs only ``U U^T`` and ``X^T X`` (``(d, d)``; see
-    :func:`_p2s_gram`), 2.4x fewer multiply-adds at that size. Both have a custom VJP (reverse
+    ``(B, d, C)`` products) and, when ``d (B + C) < B C`` (e.g. B = 1024, d = 128, C = 256; see
+    :func:`_uses_gram`), a Gram form that needs only the ``(d, d)`` matrices ``U U^T`` and
+    ``X^T X`` (see :func:`_p2s_gram`), 2.4x fewer multiply-adds at that size. Both have a custom VJP (reverse
     mode only: ``jax.jvp``/``jax.jacfwd`` raise). The Gram form drops PML's clamp of the
     cosines to [-1, 1], which is the identity in exact arithmetic (the unit columns have norm
     ``n / (n + 1e-7) < 1``); it differs from PML only where a cosine rounds past +-1, i.e. an
