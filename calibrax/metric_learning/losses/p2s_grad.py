@@ -214,9 +214,9 @@ class P2SGradLoss(ClassWeightLoss):
     Two exact forms, chosen by shape: the direct one (PML's: the (B, C) cosines, three
     ``(B, d, C)`` products) and, when ``d (B + C) < B C`` (e.g. B = 1024, d = 128, C = 256; see
     :func:`_uses_gram`), a Gram form that needs only the ``(d, d)`` matrices ``U U^T`` and
-    ``X^T X`` (see :func:`_p2s_gram`), 2.4x fewer multiply-adds at that size. Both have a custom VJP (reverse
-    mode only: ``jax.jvp``/``jax.jacfwd`` raise). The Gram form drops PML's clamp of the
-    cosines to [-1, 1], which is the identity in exact arithmetic (the unit columns have norm
+    ``X^T X`` (see :func:`_p2s_gram`), 2.4x fewer multiply-adds at that size. Both have a
+    custom VJP (reverse mode only: ``jax.jvp``/``jax.jacfwd`` raise). The Gram form drops PML's
+    clamp of the cosines to [-1, 1], which is the identity in exact arithmetic (the columns have norm
     ``n / (n + 1e-7) < 1``); it differs from PML only where a cosine rounds past +-1, i.e. an
     embedding parallel to a class column to within rounding: there PML uses the clamped value
     and a zero gradient for that entry, the Gram form the unclamped ones. In float64 this does
