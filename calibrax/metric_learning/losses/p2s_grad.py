@@ -211,21 +211,20 @@ class P2SGradLoss(ClassWeightLoss):
     its zero norm, as in PML, and gives NaN. Under jit, NaN/Inf embeddings and labels outside
     ``[0, num_classes)`` give a NaN loss through the arithmetic itself (see :meth:`__call__`).
 
-    Two exact forms, chosen by shape: the direct one (PML's: the (B, C) cosines, three
-    ``(B, d, C)`` products) and, when ``d (B + C) < B C`` (e.g. B = 1024, d = 128, C = 256; see
-    :func:`_uses_gram`), a Gram form that needs only the ``(d, d)`` matrices ``U U^T`` and
-    ``X^T X`` (see :func:`_p2s_gram`), 2.4x fewer multiply-adds at that size. Both have a
-    custom VJP (reverse mode only: ``jax.jvp``/``jax.jacfwd`` raise). The Gram form drops PML's
-    clamp of the cosines to [-1, 1], which is the identity in exact arithmetic (the columns
-    have norm ``n / (n + 1e-7) < 1``); it differs from PML only where a cosine rounds past
-    +-1, i.e. an embedding parallel to a class column to within rounding: there PML uses the
-    clamped value and a zero gradient for that entry, the Gram form the unclamped ones. In
-    float64 this does not happen (the cosine stays 1e-7 inside), in float32 it does for about 3% of embeddings
-    equal to a column (PML's own result then depends on its product's rounding order; the direct
-    form clamps as PML, after its own rounding). The Gram form also computes the sum of squares
-    as :math:`\sum \cos^2 - 2 \sum \cos_{i y_i} + B`, so its value carries an absolute
-    rounding error of a few eps times ``1/C`` even when the loss is near 0 (the gradients have
-    the same eps-sized absolute error per cosine as the direct form).
+    Two exact forms, chosen by shape: the direct one (PML's: the (B, C) cosines, three ``(B, d, C)``
+    products) and, when ``d (B + C) < B C`` (e.g. B = 1024, d = 128, C = 256; see
+    :func:`_uses_gram`), a Gram form that needs only the ``(d, d)`` matrices ``U U^T`` and ``X^T X``
+    (see :func:`_p2s_gram`), 2.4x fewer multiply-adds at that size. Both have a custom VJP (reverse
+    mode only: ``jax.jvp``/``jax.jacfwd`` raise). The Gram form drops PML's clamp of the cosines to
+    [-1, 1], which is the identity in exact arithmetic (the columns have norm ``n / (n + 1e-7) <
+    1``); it differs from PML only where a cosine rounds past +-1, i.e. an embedding parallel to a
+    class column to within rounding: there PML uses the clamped value and a zero gradient for that
+    entry, the Gram form the unclamped ones. In float64 this does not happen (the cosine stays 1e-7
+    inside), in float32 it does for about 3% of embeddings equal to a column (PML's own result then
+    depends on its product's rounding order; the direct form clamps as PML, after its own rounding).
+    The Gram form also computes the sum of squares as :math:`\sum \cos^2 - 2 \sum \cos_{i y_i} + B`,
+    so its value carries an absolute rounding error of a few eps times ``1/C`` even when the loss is
+    near 0 (the gradients have the same eps-sized absolute error per cosine as the direct form).
 
     Attributes:
         weight: Class weights, ``nnx.Param`` of shape ``(descriptors_dim, num_classes)`` (the
