@@ -216,9 +216,9 @@ class P2SGradLoss(ClassWeightLoss):
     :func:`_uses_gram`), a Gram form that needs only the ``(d, d)`` matrices ``U U^T`` and ``X^T X``
     (see :func:`_p2s_gram`), 2.4x fewer multiply-adds at that size. Both have a custom VJP (reverse
     mode only: ``jax.jvp``/``jax.jacfwd`` raise). The Gram form drops PML's clamp of the cosines to
-    [-1, 1], which is the identity in exact arithmetic (the columns have norm ``n / (n + 1e-7) <
-    1``); it differs from PML only where a cosine rounds past +-1, i.e. an embedding parallel to a
-    class column to within rounding: there PML uses the clamped value and a zero gradient for that
+    [-1, 1], which is the identity in exact arithmetic (the columns' norm, ``n / (n + 1e-7)``, is
+    below 1); it differs from PML only where a cosine rounds past +-1, i.e. an embedding parallel to
+    a class column to within rounding: there PML uses the clamped value and a zero gradient for that
     entry, the Gram form the unclamped ones. In float64 this does not happen (the cosine stays 1e-7
     inside), in float32 it does for about 3% of embeddings equal to a column (PML's own result then
     depends on its product's rounding order; the direct form clamps as PML, after its own rounding).
