@@ -289,16 +289,19 @@ def test_soft_triple_closed_form_backward_matches_autodiff(gamma):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("blocks", [None, 3])
 @pytest.mark.parametrize("gamma", [8.0, 800.0])
-def test_instance_loss_one_matmul_backward_matches_autodiff(gamma):
-    # InstanceLoss's custom VJP ((A + A^T) x with the transposed softmax taken from the logits'
-    # symmetry) against autodiff of the plain formula, float64, repeated labels and a zero
-    # embedding: rounding only. gamma 8 takes the exp(logit - gamma) path, 800 the row maxima.
+def test_instance_loss_one_matmul_backward_matches_autodiff(gamma, blocks):
+    # InstanceLoss's custom VJPs ((A + A^T) x with the transposed softmax taken from the logits'
+    # symmetry; with blocks=3, the upper-block Gram of _instance_values_blocked) against autodiff
+    # of the plain formula, float64, repeated labels and a zero embedding: rounding only. gamma
+    # 8 takes the exp(logit - gamma) path, 800 the row maxima (never blocked).
     from calibrax.metric_learning.losses._weight_losses import cross_entropy
     from calibrax.metric_learning.losses.instance import dense_rank
 
     labels = jnp.array([3, 1, 3, 0, 1, 7, 0, 3, 5])
     loss = C.InstanceLoss(gamma=gamma)
+    loss._blocks = blocks
     x = X.at[3].set(0.0)
 
     def plain(x):
@@ -388,15 +391,17 @@ def test_margin_softmax_closed_form_backward_matches_autodiff(name, margin, tiny
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
 
 
-def test_p2s_grad_closed_form_backward_matches_autodiff():
-    # P2SGradLoss's custom VJP against autodiff of the plain formula (torch's clamp: gradient on
-    # [-1, 1], none outside), float64, one embedding parallel to its class column (a cosine
-    # just below 1): rounding only.
+@pytest.mark.parametrize("form", ["direct", "gram"])
+def test_p2s_grad_closed_form_backward_matches_autodiff(form):
+    # P2SGradLoss's custom VJPs (both forms, see P2SGradLoss) against autodiff of the plain
+    # formula (torch's clamp: gradient on [-1, 1], none outside), float64, one embedding
+    # parallel to its class column (a cosine just below 1): rounding only.
     from flax import nnx
 
     from calibrax.metric_learning.losses.p2s_grad import unit_columns
 
     loss = C.P2SGradLoss(5, 4, param_dtype=jnp.float64, rngs=nnx.Rngs(3))
+    loss._form = form
     labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 3, 0])
     x = X.at[4].set(3.0 * loss.weight[...][:, 0])
     graphdef, state = nnx.split(loss)
