@@ -106,3 +106,17 @@ def test_intra_pair_variance_large_batch_float32_matches_pml(big_batches):
     for v, g in [(float(value), np.asarray(grad)), (float(their_value.detach()), e.grad.numpy())]:
         np.testing.assert_allclose(v, truth_value, rtol=1e-6)
         np.testing.assert_allclose(g.astype(np.float64), truth_grad, atol=2e-6 * scale)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_intra_pair_variance_large_batch_non_finite_is_nan(big_batches, bad):
+    # The closed-form path above 256 samples, under jit: NaN, never a plausible number.
+    import jax
+    import jax.numpy as jnp
+
+    emb, lab = big_batches["four_per_class"]
+    emb = emb.copy()
+    emb[7, 3] = bad
+    loss = C.IntraPairVarianceLoss()
+    value = jax.jit(lambda x, l: loss(x, l))(jnp.asarray(emb), jnp.asarray(lab, jnp.int32))
+    assert np.isnan(float(value))

@@ -13,6 +13,7 @@ from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
 from calibrax.metric_learning.distances.dot_product_similarity import DotProductSimilarity
 from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
+from calibrax.metric_learning.losses._mined import nan_unless_finite
 from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import pair_block_size
@@ -103,7 +104,8 @@ class IntraPairVarianceLoss(NonFiniteIsNaN, GenericPairLoss):
         closed form from the class sums of the embeddings (:meth:`all_pair_means`, O(B d)), and
         the pair terms, elementwise given the means, from the blocks of the similarity matrix on
         and above the diagonal (:meth:`GenericPairLoss._upper_block_loss`): 10 of 16 blocks of
-        the forward product, each block's elementwise work in cache."""
+        the forward product, each block's elementwise work in cache. NaN if ``embeddings`` hold
+        NaN/Inf, as on the other paths (:class:`NonFiniteIsNaN`)."""
         batch = embeddings.shape[0]
         if (
             ref is None
@@ -118,9 +120,10 @@ class IntraPairVarianceLoss(NonFiniteIsNaN, GenericPairLoss):
             def block_terms(mat: jax.Array, pos: jax.Array, neg: jax.Array) -> Any:
                 return self.mat_terms(mat, pos, neg, means=means)
 
-            return self._upper_block_loss(
+            loss = self._upper_block_loss(
                 embeddings, labels, reducer, pair_block_size(batch), block_terms
             )
+            return nan_unless_finite(loss, embeddings)
         return super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)
 
     def closed_form_means(self) -> bool:
