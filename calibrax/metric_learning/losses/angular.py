@@ -278,9 +278,11 @@ def _exact_from(dtype: Any, n: int) -> float:
 
 
 # Rows per block of the work that would otherwise hold extra (B, B) temporaries (the exact
-# evaluation of underflowing pairs, the full-product form): on CPU, XLA takes its temporaries
-# above 32 MiB fresh from the system at each call, and touching them costs more than the
-# arithmetic (B = 1024: 60 MiB of temporaries cost ~20 ms of page faults per call).
+# evaluation of underflowing pairs, the full-product form). XLA on CPU allocates one buffer for
+# all temporaries of a call; on Linux glibc serves a request above its mmap threshold (which
+# grows to at most 32 MiB) with fresh pages every time, and touching them costs more than the
+# arithmetic (measured at B = 1024: 60 MiB of temporaries, ~11k page faults and ~20 ms of
+# system time per call; 27 MiB, a few hundred).
 _BLOCK = 128
 
 
@@ -755,7 +757,7 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
     ) -> LossTerm:
         """All pairs of the batch with itself (no miner, no reference set), through
         :func:`_self_pair_values`; the pair weights straight from the labels (no (B, B) integer
-        masks: on CPU each array counts towards the 32 MiB of temporaries kept between calls)."""
+        masks: see :data:`_BLOCK` on the size of the temporaries)."""
         c1, c2 = self.constants()
         eps = max(1e-12, float(jnp.finfo(embeddings.dtype).tiny))
         xh = self.distance.normalize(embeddings)
