@@ -157,7 +157,7 @@ def _fast_losses(
     return jnp.logaddexp(0, log_total - c2 * cos_qr), safe
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _pair_values(
     a_q: jax.Array,
     a_r: jax.Array,
@@ -165,17 +165,19 @@ def _pair_values(
     keep: jax.Array,
     keep_r: jax.Array,
     counted: jax.Array,
+    same: jax.Array,
     c2: float,
     shared: bool,
 ) -> jax.Array:
     """The loss of each counted (anchor, positive) pair, 0 elsewhere: the slot loop, or the
     matmul form when some anchor has more than :func:`_matmul_from` positives (with the loop
-    for the pairs it underflows for). One custom VJP around both: the backward pass follows the
+    for the pairs it underflows for, and for the pairs whose positive has another label than the
+    anchor, ``same`` False: an index tuple may hold such pairs). One custom VJP around both: the backward pass follows the
     saved choice and re-runs the chosen form (rematerialised), so that neither form's residuals
     are kept, or zero-filled, when the other one runs. ``shared``
     (static): ``a_q`` and ``a_r`` are the same array, and its whole gradient is returned for
     ``a_q``."""
-    return _pair_values_fwd(a_q, a_r, cos_qr, keep, keep_r, counted, c2, shared)[0]
+    return _pair_values_fwd(a_q, a_r, cos_qr, keep, keep_r, counted, same, c2, shared)[0]
 
 
 def _use_matmul(counted: jax.Array) -> jax.Array:
@@ -190,6 +192,7 @@ def _pair_values_fwd(
     keep: jax.Array,
     keep_r: jax.Array,
     counted: jax.Array,
+    same: jax.Array,
     c2: float,
     shared: bool,
 ) -> tuple[jax.Array, Any]:
@@ -203,6 +206,9 @@ def _pair_values_fwd(
     # is not used, else the (rare) pairs it underflows for. It stays outside any conditional:
     # with nothing to do it runs no slot, whereas a branch holding exact per-pair blocks costs
     # its temporaries on every call, taken or not.
+    # The matrix product holds the negatives both rows share: a pair's own sum only when the
+    # positive has the anchor's label (an index tuple may pair other rows).
+    safe = safe & same
     by_loop = counted & ~safe
     looped = _loop_values(a_q, a_r, cos_qr, keep, by_loop, c2)
     values = jnp.where(by_loop, looped, jnp.where(counted, fast, 0))
@@ -234,7 +240,7 @@ def _pair_values_bwd(c2: float, shared: bool, res: Any, g: jax.Array) -> tuple[A
 
     d_emb, d_cos = jax.lax.cond(use, both, loop_grads)
     d_q, d_r = (d_emb[0], None) if shared else d_emb
-    return d_q, d_r, d_cos, None, None, None
+    return d_q, d_r, d_cos, None, None, None, None
 
 
 _pair_values.defvjp(_pair_values_fwd, _pair_values_bwd)
@@ -743,7 +749,8 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
         keep_r = keep if ref is query else ref_labels[:, None] != ref_labels[None, :]
         if ref_mask is not None and ref is not query:
             keep_r = keep_r & ref_mask[None, :]
-        values = _pair_values(a_q, a_r, cos_qr, keep, keep_r, counted, c2, ref is query)
+        same = query_labels[:, None] == ref_labels[None, :]
+        values = _pair_values(a_q, a_r, cos_qr, keep, keep_r, counted, same, c2, ref is query)
         values = jnp.where(counted, values, 0)
         return LossTerm(values, weights)
 
