@@ -18,9 +18,10 @@ from calibrax.metric_learning.losses import angular as angular_module
 
 @pytest.fixture(params=["slot loop", "matmul"])
 def form(request, monkeypatch):
-    """Each parity test runs through both forms of the pair sums: the slot loop (what these
-    small batches take by default) and the matrix product (what anchors with many positives
-    take), by moving the threshold between them."""
+    """Each parity test runs through both forms of the pair sums: one positive slot at a time
+    (what these small batches take by default: row products of the shifted exponentials for all
+    pairs of the batch with itself, the general slot loop with a miner) and the matrix product
+    (what anchors with many positives take), by moving the threshold between them."""
     threshold = 0 if request.param == "matmul" else 10**9
     monkeypatch.setattr(angular_module, "_matmul_from", lambda n_ref: threshold)
     return request.param
@@ -117,3 +118,86 @@ def test_default_threshold_between_the_forms():
     assert angular_module._matmul_from(256) == 32
     assert angular_module._matmul_from(1024) == 42
     assert angular_module._matmul_from(4096) == 170
+
+
+def _self_pair_split(emb: np.ndarray, lab: np.ndarray) -> tuple[int, int]:
+    """(counted pairs whose product of shifted exponentials underflows, the others) of the batch
+    with itself, float64: the first go through the exact per-pair evaluation."""
+    import jax.numpy as jnp
+
+    x = jnp.asarray(emb)
+    r = jnp.linalg.norm(x, axis=1)
+    tan_sq = np.tan(np.radians(40.0)) ** 2
+    pairs = angular_module._SelfPairs(
+        (x / r[:, None]) @ (x / r[:, None]).T, r, jnp.asarray(lab), 4 * tan_sq, 2 * (1 + tan_sq)
+    )
+    totals = np.asarray(pairs.e @ pairs.e.T)
+    counted = (lab[:, None] == lab[None, :]) & ~np.eye(len(lab), dtype=bool)
+    slow = counted & ~(totals > pairs.exact_from)
+    return int(slow.sum()), int((counted & ~slow).sum())
+
+
+def test_self_pairs_with_underflow_match_pml(form):
+    # All pairs of the batch with itself, 200 rows (two blocks of 128 rows, the second moved
+    # back to overlap the first), a tenth of them of norm ~300: their products of shifted
+    # exponentials underflow for some pairs (checked), which are evaluated exactly, with their
+    # own shift, in the forward and the backward pass. Float64, 1e-6 relative as PML.
+    rng = np.random.default_rng(21)
+    emb = rng.normal(size=(200, 8))
+    emb[rng.permutation(200)[:20]] *= 300
+    lab = rng.permutation(np.arange(200) // 4)
+    slow, fast = _self_pair_split(emb, lab)
+    assert slow > 0 and fast > 0
+    run = ours_value_and_grad_fn(C.AngularLoss())
+    assert_close(run(emb, lab), pml_value_and_grad(L.AngularLoss(), emb, lab), "underflow")
+
+
+def test_self_pairs_float32_match_pml(form):
+    # Float32 on both sides against PML's float64 (the exact value): the loss to 1e-6 relative;
+    # each gradient entry to 3e-6 of the largest (PML's own float32 gradient is off by up to
+    # ~5e-7 of it here, ours by up to ~7e-7: rounding of the cosine matrix and of the sums).
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(96, 16))
+    lab = rng.permutation(np.arange(96) // 4)
+    truth_value, truth_grad = pml_value_and_grad(L.AngularLoss(), emb, lab)
+    loss = C.AngularLoss()
+    value, grad = jax.jit(jax.value_and_grad(lambda x, l: loss(x, l)))(
+        jnp.asarray(emb, jnp.float32), jnp.asarray(lab, jnp.int32)
+    )
+    assert value.dtype == jnp.float32
+    scale = np.abs(truth_grad).max()
+    np.testing.assert_allclose(float(value), truth_value, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grad, np.float64), truth_grad, rtol=0, atol=3e-6 * scale)
+    # PML's float32 gradient meets the same bound.
+    e = torch.tensor(emb, dtype=torch.float32, requires_grad=True)
+    L.AngularLoss()(e, torch.tensor(lab)).backward()
+    np.testing.assert_allclose(e.grad.numpy().astype(np.float64), truth_grad, atol=3e-6 * scale)
+
+
+def test_index_tuple_positive_with_another_label_matches_pml(form):
+    # A PML-style (a1, p, a2, n) tuple may pair rows of different labels as "positives": the
+    # pair's negatives are the anchor's (PML's keep_mask), which the matrix product over shared
+    # negatives does not give, so such pairs go through the slot loop in both forms. Float64,
+    # values and gradients, 1e-6 relative (the matrix product alone was off by 1e-2).
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(12, 5))
+    lab = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 5])
+    tuples = [np.array([0, 3, 0]), np.array([1, 0, 6]), np.array([0, 3]), np.array([3, 0])]
+    e = torch.tensor(emb, requires_grad=True)
+    theirs = L.AngularLoss()(e, torch.tensor(lab), tuple(torch.tensor(t) for t in tuples))
+    theirs.backward()
+    loss = C.AngularLoss()
+    value, grad = jax.jit(jax.value_and_grad(lambda x, l, t: loss(x, l, t)))(
+        jnp.asarray(emb), jnp.asarray(lab, jnp.int32), tuple(jnp.asarray(t) for t in tuples)
+    )
+    assert_close(
+        (float(value), np.asarray(grad)), (float(theirs.detach()), e.grad.numpy()), "cross-label"
+    )

@@ -184,7 +184,12 @@ class GenericPairLoss(DistanceLoss):
         return super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)
 
     def _upper_block_loss(
-        self, embeddings: jax.Array, labels: jax.Array, reducer: Any, block: int
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        reducer: Any,
+        block: int,
+        block_terms: Any = None,
     ) -> jax.Array:
         """All pairs of an elementwise pair loss from the blocks on and above the diagonal.
 
@@ -197,8 +202,15 @@ class GenericPairLoss(DistanceLoss):
         (``mode="symmetric"``), the others ``mode="cross"`` (see
         :func:`~calibrax.metric_learning.distances.base_distance.inner_products`). The loss is 0
         when there is at most one positive and at most one negative pair, as in
-        :meth:`pairs`.
+        :meth:`pairs`. ``block_terms(mat, pos, neg)`` gives a block's terms when the pair values
+        need more than their own entry (IntraPairVariance: the means over all pairs, computed
+        beforehand); by default :meth:`pair_terms` along rows.
         """
+        if block_terms is None:
+
+            def block_terms(mat: jax.Array, pos: jax.Array, neg: jax.Array) -> Any:
+                return self.pair_terms(mat, pos, neg, axis=1)
+
         emb = working(embeddings)
         acc = emb.dtype
         x = self.distance.maybe_normalize(emb)
@@ -224,9 +236,7 @@ class GenericPairLoss(DistanceLoss):
                     pos = same
                     weight = 2.0
                 n_same = n_same + int(weight) * jnp.sum(same, dtype=jnp.int32)
-                terms = self.pair_terms(
-                    mat, jnp.where(pos, one, zero), jnp.where(same, zero, one), axis=1
-                )
+                terms = block_terms(mat, jnp.where(pos, one, zero), jnp.where(same, zero, one))
                 for name, term in terms.items():
                     if term.reduced:
                         raise NotImplementedError(

@@ -18,6 +18,7 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.base import ref_embeddings
 from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.base_distance import transposed_times
 from calibrax.metric_learning.distances.lp_distance import LpDistance
 from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
 from calibrax.metric_learning.losses._pair_base import DistanceLoss
@@ -156,7 +157,7 @@ def _fast_losses(
     return jnp.logaddexp(0, log_total - c2 * cos_qr), safe
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _pair_values(
     a_q: jax.Array,
     a_r: jax.Array,
@@ -164,17 +165,19 @@ def _pair_values(
     keep: jax.Array,
     keep_r: jax.Array,
     counted: jax.Array,
+    same: jax.Array,
     c2: float,
     shared: bool,
 ) -> jax.Array:
     """The loss of each counted (anchor, positive) pair, 0 elsewhere: the slot loop, or the
     matmul form when some anchor has more than :func:`_matmul_from` positives (with the loop
-    for the pairs it underflows for). One custom VJP around both: the backward pass follows the
+    for the pairs it underflows for, and for the pairs whose positive has another label than the
+    anchor, ``same`` False: an index tuple may hold such pairs). One custom VJP around both: the backward pass follows the
     saved choice and re-runs the chosen form (rematerialised), so that neither form's residuals
     are kept, or zero-filled, when the other one runs. ``shared``
     (static): ``a_q`` and ``a_r`` are the same array, and its whole gradient is returned for
     ``a_q``."""
-    return _pair_values_fwd(a_q, a_r, cos_qr, keep, keep_r, counted, c2, shared)[0]
+    return _pair_values_fwd(a_q, a_r, cos_qr, keep, keep_r, counted, same, c2, shared)[0]
 
 
 def _use_matmul(counted: jax.Array) -> jax.Array:
@@ -189,6 +192,7 @@ def _pair_values_fwd(
     keep: jax.Array,
     keep_r: jax.Array,
     counted: jax.Array,
+    same: jax.Array,
     c2: float,
     shared: bool,
 ) -> tuple[jax.Array, Any]:
@@ -202,6 +206,9 @@ def _pair_values_fwd(
     # is not used, else the (rare) pairs it underflows for. It stays outside any conditional:
     # with nothing to do it runs no slot, whereas a branch holding exact per-pair blocks costs
     # its temporaries on every call, taken or not.
+    # The matrix product holds the negatives both rows share: a pair's own sum only when the
+    # positive has the anchor's label (an index tuple may pair other rows).
+    safe = safe & same
     by_loop = counted & ~safe
     looped = _loop_values(a_q, a_r, cos_qr, keep, by_loop, c2)
     values = jnp.where(by_loop, looped, jnp.where(counted, fast, 0))
@@ -233,10 +240,367 @@ def _pair_values_bwd(c2: float, shared: bool, res: Any, g: jax.Array) -> tuple[A
 
     d_emb, d_cos = jax.lax.cond(use, both, loop_grads)
     d_q, d_r = (d_emb[0], None) if shared else d_emb
-    return d_q, d_r, d_cos, None, None, None
+    return d_q, d_r, d_cos, None, None, None, None
 
 
 _pair_values.defvjp(_pair_values_fwd, _pair_values_bwd)
+
+
+# The batch against itself, all pairs (no miner, no reference set): every positive pair (a, p)
+# shares its label, hence its negatives, so its sum over the negatives factors through one
+# (B, B) array of shifted exponentials ``e[i, n] = keep[i, n] exp(a[i, n] - shift_i)``:
+# ``sum_n e[a, n] e[p, n]``, a dot product of two rows, with the exponentials taken once for all
+# pairs (not once per pair). Each anchor's positives are found from the labels sorted once
+# (no pass over a (B, B) mask per positive slot).
+
+
+def _class_layout(labels: jax.Array) -> tuple[jax.Array, ...]:
+    """``(order, start, count, rank)``: the rows sorted by label (stable), and for each row the
+    first sorted position of its label, the size of its class and its own sorted position."""
+    n = labels.shape[0]
+    order = jnp.argsort(labels, stable=True).astype(jnp.int32)
+    ordered = labels[order]
+    start = jnp.searchsorted(ordered, labels, side="left").astype(jnp.int32)
+    end = jnp.searchsorted(ordered, labels, side="right").astype(jnp.int32)
+    rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    return order, start, end - start, rank
+
+
+def _class_slot(step: jax.Array, layout: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+    """``(column, valid)``: each row's ``step``-th positive (another row of its class), column 0
+    where the class has no such member (``valid`` False)."""
+    order, start, count, rank = layout
+    k = start + step
+    k = k + (k >= rank).astype(jnp.int32)
+    valid = step < count - 1
+    return jnp.where(valid, order[jnp.minimum(k, order.shape[0] - 1)], 0), valid
+
+
+def _exact_from(dtype: Any, n: int) -> float:
+    """Below this, a row product may have lost terms to underflow (``n`` terms flushed to 0
+    add at most ``n tiny``): its pair is evaluated exactly instead."""
+    info = jnp.finfo(dtype)
+    return float(n * info.tiny / info.eps)
+
+
+# Rows per block of the work that would otherwise hold extra (B, B) temporaries (the exact
+# evaluation of underflowing pairs, the full-product form). XLA on CPU allocates one buffer for
+# all temporaries of a call; on Linux glibc serves a request above its mmap threshold (which
+# grows to at most 32 MiB) with fresh pages every time, and touching them costs more than the
+# arithmetic (measured at B = 1024: 60 MiB of temporaries, ~11k page faults and ~20 ms of
+# system time per call; 27 MiB, a few hundred).
+_BLOCK = 128
+
+
+def _row_blocks(n: int, body: Any, init: Any) -> Any:
+    """Fold ``body(start, fresh, carry)`` over blocks of ``min(n, _BLOCK)`` rows starting at
+    ``start``; the last block is moved back to end at row ``n``, and ``fresh`` (block,) marks
+    its rows that no earlier block held."""
+    block = min(n, _BLOCK)
+
+    def step(k: jax.Array, carry: Any) -> Any:
+        start = jnp.minimum(k * block, n - block)
+        fresh = start + jnp.arange(block) >= k * block
+        return body(start, fresh, carry)
+
+    return jax.lax.fori_loop(0, -(-n // block), step, init)
+
+
+def _rows(x: jax.Array, start: jax.Array, block: int) -> jax.Array:
+    """Rows ``start .. start + block`` of ``x``."""
+    return jax.lax.dynamic_slice_in_dim(x, start, block, axis=0)
+
+
+def _set_rows(x: jax.Array, rows: jax.Array, start: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_slice_in_dim(x, rows, start, axis=0)
+
+
+class _SelfPairs:
+    """What the forward and the backward pass of :func:`_self_pair_values` share: the cosines,
+    the shifted exponentials ``e``, the class layout, and the pairs of one positive slot."""
+
+    def __init__(
+        self, cos: jax.Array, r: jax.Array, labels: jax.Array, c1: float, c2: float
+    ) -> None:
+        self.cos, self.r, self.labels, self.c1, self.c2 = cos, r, labels, c1, c2
+        self.n = labels.shape[0]
+        self.block = min(self.n, _BLOCK)
+        keep = labels[:, None] != labels[None, :]
+        a = c1 * cos * r[None, :]
+        self.shift = _row_max(jnp.where(keep, a, -jnp.inf))
+        self.e = jnp.where(keep, jnp.exp(a - self.shift[:, None]), 0)
+        self.layout = _class_layout(labels)
+        # A row has a negative unless every label is the same.
+        self.has_neg = jnp.broadcast_to(jnp.any(labels != labels[0]), (self.n,))
+        self.steps = jnp.where(self.has_neg[0], jnp.max(self.layout[2]) - 1, 0)
+        self.rows = jnp.arange(self.n)
+        self.exact_from = _exact_from(cos.dtype, self.n)
+        # Many positives per anchor (few, large classes): the full product ``e @ e.T`` (O(B³)
+        # work in the BLAS product) beats B² elementwise work per positive slot.
+        self.dense = self.steps > _matmul_from(self.n)
+
+    def columns(self, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(col, valid)``: each row's positive of step ``step``, and whether it is one."""
+        col, valid = _class_slot(step, self.layout)
+        return col, valid & self.has_neg
+
+    def slot(self, step: jax.Array) -> tuple[jax.Array, ...]:
+        """``(col, valid, total, z, fast)`` of step ``step``: each row's positive ``col``, the
+        row product ``total``, the pair's log-sum argument ``z`` (its value is ``log(1 +
+        e^z)``) and whether ``total`` is free of underflow (``fast``)."""
+        col, valid = self.columns(step)
+        block, e = self.block, self.e
+
+        def rows(start: jax.Array, fresh: jax.Array, total: jax.Array) -> jax.Array:
+            # By blocks of rows: the gathered rows of ``e`` are a small temporary.
+            part = jnp.sum(_rows(e, start, block) * e[_rows(col, start, block)], axis=1)
+            return _set_rows(total, part, start)
+
+        total = _row_blocks(self.n, rows, jnp.zeros((self.n,), e.dtype))
+        cos_p = self.cos[self.rows, col]
+        z = jnp.log(jnp.where(total > 0, total, 1)) + self.shift + self.shift[col] - self.c2 * cos_p
+        return col, valid, total, z, total > self.exact_from
+
+    def add_products(self, d_a: jax.Array, weight: jax.Array, col: jax.Array) -> jax.Array:
+        """``d_a + weight[:, None] * e * e[col]``, by blocks of rows."""
+        block, e = self.block, self.e
+
+        def rows(start: jax.Array, fresh: jax.Array, d_a: jax.Array) -> jax.Array:
+            w = jnp.where(fresh, _rows(weight, start, block), 0)
+            part = w[:, None] * _rows(e, start, block) * e[_rows(col, start, block)]
+            return _set_rows(d_a, _rows(d_a, start, block) + part, start)
+
+        return _row_blocks(self.n, rows, d_a)
+
+    def dense_block(self, start: jax.Array) -> tuple[jax.Array, ...]:
+        """``(totals, z, counted, slow)`` of the rows of one block against every row, from the
+        product of ``e``'s rows with ``e.T``; ``slow``: the counted pairs whose product may have
+        underflowed."""
+        block, n = self.block, self.n
+        totals = _rows(self.e, start, block) @ self.e.T
+        z = (
+            jnp.log(jnp.where(totals > 0, totals, 1))
+            + _rows(self.shift, start, block)[:, None]
+            + self.shift[None, :]
+            - self.c2 * _rows(self.cos, start, block)
+        )
+        index = start + jnp.arange(block)
+        counted = (
+            (_rows(self.labels, start, block)[:, None] == self.labels[None, :])
+            & (index[:, None] != jnp.arange(n)[None, :])
+            & self.has_neg[0]
+        )
+        return totals, z, counted, counted & ~(totals > self.exact_from)
+
+    def exact_block(self, start: jax.Array, col: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(value, p)`` of the pair of each row of one block with its ``col``, from the
+        pair's own shift (as pytorch-metric-learning's ``logsumexp``): ``p[i, n]`` is ``d
+        value / d a[i, n]``."""
+        block = self.block
+        cos = _rows(self.cos, start, block)
+        col = _rows(col, start, block)
+        keep = _rows(self.labels, start, block)[:, None] != self.labels[None, :]
+        a_row = self.c1 * cos * self.r[None, :]
+        a_col = self.c1 * self.cos[col] * self.r[None, :]
+        cos_p = cos[jnp.arange(block), col]
+        kept = jnp.where(keep, a_row + a_col - self.c2 * cos_p[:, None], -jnp.inf)
+        top = jnp.maximum(jnp.max(kept, axis=1), 0)
+        w = jnp.exp(kept - top[:, None])
+        denom = jnp.exp(-top) + jnp.sum(w, axis=1)
+        return top + jnp.log(denom), w / denom[:, None]
+
+    def exact_values(self, col: jax.Array, slow: jax.Array, value: jax.Array) -> jax.Array:
+        """``value`` with the pairs (row, ``col``) of the ``slow`` rows evaluated exactly, one
+        block of rows at a time (blocks without such a row are skipped)."""
+
+        def body(start: jax.Array, fresh: jax.Array, value: jax.Array) -> jax.Array:
+            slow_rows = _rows(slow, start, self.block)
+
+            def exact() -> jax.Array:
+                old = _rows(value, start, self.block)
+                new = jnp.where(slow_rows, self.exact_block(start, col)[0], old)
+                return _set_rows(value, new, start)
+
+            return jax.lax.cond(jnp.any(slow_rows), exact, lambda: value)
+
+        return _row_blocks(self.n, body, value)
+
+    def exact_grads(
+        self,
+        col: jax.Array,
+        slow: jax.Array,
+        share: jax.Array,
+        sig: jax.Array,
+        d_a: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
+        """``d_a`` plus ``share`` times the exact ``d value / d a`` of the pairs (row, ``col``) of
+        the ``slow`` rows, and ``sig`` with their exact ``sigmoid(z) = 1 - exp(-value)``."""
+
+        def body(start: jax.Array, fresh: jax.Array, carry: Any) -> Any:
+            d_a, sig = carry
+            block = self.block
+            slow_rows = _rows(slow, start, block) & fresh
+
+            def exact() -> Any:
+                value, p = self.exact_block(start, col)
+                weight = jnp.where(slow_rows, _rows(share, start, block), 0)
+                rows = _rows(d_a, start, block) + weight[:, None] * p
+                sig_rows = _rows(sig, start, block)
+                sig_rows = jnp.where(slow_rows, -jnp.expm1(-value), sig_rows)
+                return _set_rows(d_a, rows, start), _set_rows(sig, sig_rows, start)
+
+            return jax.lax.cond(jnp.any(slow_rows), exact, lambda: (d_a, sig))
+
+        return _row_blocks(self.n, body, (d_a, sig))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _self_pair_values(
+    xh: jax.Array, r: jax.Array, labels: jax.Array, c1: float, c2: float
+) -> jax.Array:
+    """The loss of every counted pair of the batch with itself (0 elsewhere), from the
+    normalised embeddings ``xh``, their norms ``r`` and the labels (all pairs, no miner).
+
+    ``sum_n keep[a, n] exp(a[a, n] + a[p, n])`` is ``exp(shift_a + shift_p) sum_n e[a, n] e[p,
+    n]`` with ``e[i, n] = keep[i, n] exp(a[i, n] - shift_i)`` the row-shifted exponentials: one
+    (B, B) exponential pass, then a row product per positive slot (each anchor's positives from
+    the labels sorted once), O(B² g) multiply-adds for ``g`` positives per anchor; above
+    :func:`_matmul_from` positives, the full product ``e @ e.T`` instead, by blocks of rows. A
+    pair whose row product underflows (raw embeddings of large norm) is evaluated exactly, with
+    its own shift (:meth:`_SelfPairs.exact_block`).
+
+    Custom VJP, built for memory as much as for work (see :data:`_BLOCK`): only the cosine
+    matrix is kept for the backward pass (``e`` is recomputed), and pair (p, a) has the value of
+    (a, p), so each row's gradient gathers both pairs' cotangents from its own positives (no
+    scatter, no second accumulator); the cosine matrix's two backward products avoid a (B, B)
+    transpose (:func:`transposed_times`).
+    """
+    return _self_pair_values_fwd(xh, r, labels, c1, c2)[0]
+
+
+def _self_pair_values_fwd(
+    xh: jax.Array, r: jax.Array, labels: jax.Array, c1: float, c2: float
+) -> tuple[jax.Array, Any]:
+    cos = xh @ xh.T
+    pairs = _SelfPairs(cos, r, labels, c1, c2)
+    rows, steps = pairs.rows, pairs.steps
+
+    def by_slots() -> jax.Array:
+        def body(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            step, values = state
+            col, valid, _, z, fast = pairs.slot(step)
+            value = jnp.logaddexp(0, z)
+            slow = valid & ~fast
+            value = jax.lax.cond(
+                jnp.any(slow), lambda: pairs.exact_values(col, slow, value), lambda: value
+            )
+            # Filler slots (``valid`` False) add 0 to a column that a valid slot may also hold.
+            return step + 1, values.at[rows, col].add(jnp.where(valid, value, 0))
+
+        start = (jnp.zeros((), jnp.int32), jnp.zeros_like(cos))
+        return jax.lax.while_loop(lambda state: state[0] < steps, body, start)[1]
+
+    def dense() -> jax.Array:
+        def block(start: jax.Array, fresh: jax.Array, carry: Any) -> Any:
+            values, slow = carry
+            _, z, counted, slow_rows = pairs.dense_block(start)
+            values = _set_rows(values, jnp.where(counted, jnp.logaddexp(0, z), 0), start)
+            return values, _set_rows(slow, slow_rows, start)
+
+        init = (jnp.zeros_like(cos), jnp.zeros(cos.shape, bool))
+        values, slow_pairs = _row_blocks(pairs.n, block, init)
+
+        def body(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            # Only the pairs whose product underflowed are evaluated again, exactly.
+            step, values = state
+            col, valid = pairs.columns(step)
+            slow = valid & slow_pairs[rows, col]
+
+            def exact() -> jax.Array:
+                value = pairs.exact_values(col, slow, values[rows, col])
+                return values.at[rows, col].set(value)
+
+            return step + 1, jax.lax.cond(jnp.any(slow), exact, lambda: values)
+
+        start = (jnp.zeros((), jnp.int32), values)
+        return jax.lax.while_loop(lambda state: state[0] < steps, body, start)[1]
+
+    values = jax.lax.cond(pairs.dense, dense, by_slots)
+    return values, (xh, r, labels, cos)
+
+
+def _self_pair_values_bwd(c1: float, c2: float, res: Any, g: jax.Array) -> tuple[Any, ...]:
+    xh, r, labels, cos = res
+    pairs = _SelfPairs(cos, r, labels, c1, c2)
+    rows, e, steps = pairs.rows, pairs.e, pairs.steps
+
+    def by_slots() -> tuple[jax.Array, jax.Array]:
+        def body(state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+            step, d_a, d_xh = state
+            col, valid, total, z, fast = pairs.slot(step)
+            # Pair (col, row) is the same sum (same label, same negatives): its cotangent
+            # joins here, so that each row only gathers from its own positives.
+            share = jnp.where(valid, g[rows, col] + g[col, rows], 0)
+            sig = jax.nn.sigmoid(z)
+            # d value / d total = sigmoid(z) / total; d total / d e[row, n] = e[col, n].
+            weight = jnp.where(fast, share * sig / jnp.where(total > 0, total, 1), 0)
+            d_a = pairs.add_products(d_a, weight, col)
+            slow = valid & ~fast
+            d_a, sig = jax.lax.cond(
+                jnp.any(slow),
+                lambda: pairs.exact_grads(col, slow, share, sig, d_a),
+                lambda: (d_a, sig),
+            )
+            # value depends on cos[row, col] through - c2 cos: d value / d cos = - c2 sig.
+            d_xh = d_xh - (c2 * share * sig)[:, None] * xh[col]
+            return step + 1, d_a, d_xh
+
+        start = (jnp.zeros((), jnp.int32), jnp.zeros_like(cos), jnp.zeros_like(xh))
+        return jax.lax.while_loop(lambda state: state[0] < steps, body, start)[1:]
+
+    def dense() -> tuple[jax.Array, jax.Array]:
+        block_size = pairs.block
+
+        def block(start: jax.Array, fresh: jax.Array, carry: Any) -> Any:
+            d_a, d_xh, slow = carry
+            totals, z, counted, slow_rows = pairs.dense_block(start)
+            g_rows = _rows(g, start, block_size)
+            g_cols = jax.lax.dynamic_slice_in_dim(g, start, block_size, axis=1).T
+            shared = jnp.where(counted & ~slow_rows, (g_rows + g_cols) * jax.nn.sigmoid(z), 0)
+            d_xh = _set_rows(d_xh, -c2 * (shared @ xh), start)
+            weight = shared / jnp.where(totals > 0, totals, 1)
+            d_a = _set_rows(d_a, _rows(e, start, block_size) * (weight @ e), start)
+            return d_a, d_xh, _set_rows(slow, slow_rows, start)
+
+        init = (jnp.zeros_like(cos), jnp.zeros_like(xh), jnp.zeros(cos.shape, bool))
+        d_a, d_xh, slow_pairs = _row_blocks(pairs.n, block, init)
+
+        def body(state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+            # The pairs whose product underflowed, exactly (nothing else is left to add).
+            step, d_a, d_xh = state
+            col, valid = pairs.columns(step)
+            slow = valid & slow_pairs[rows, col]
+
+            def exact() -> tuple[jax.Array, jax.Array]:
+                share = jnp.where(slow, g[rows, col] + g[col, rows], 0)
+                d_a_new, sig = pairs.exact_grads(col, slow, share, jnp.zeros_like(share), d_a)
+                return d_a_new, d_xh - (c2 * share * sig)[:, None] * xh[col]
+
+            d_a, d_xh = jax.lax.cond(jnp.any(slow), exact, lambda: (d_a, d_xh))
+            return step + 1, d_a, d_xh
+
+        start = (jnp.zeros((), jnp.int32), d_a, d_xh)
+        return jax.lax.while_loop(lambda state: state[0] < steps, body, start)[1:]
+
+    d_a, d_xh = jax.lax.cond(pairs.dense, dense, by_slots)
+    # a[i, n] = c1 cos[i, n] r_n.
+    d_r = c1 * jnp.sum(cos * d_a, axis=0)
+    d_cos = c1 * r[None, :] * d_a
+    d_xh = d_xh + d_cos @ xh + transposed_times(d_cos, xh)
+    return d_xh, d_r, None
+
+
+_self_pair_values.defvjp(_self_pair_values_fwd, _self_pair_values_bwd)
 
 
 @register(
@@ -269,14 +633,20 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
     :math:`x_n` are the raw reference embeddings, as in pytorch-metric-learning;
     ``ref_labels`` is then required, also with an ``indices_tuple``.
 
-    Cost: each counted (anchor, positive) pair's sum over the negatives is taken one positive
-    slot per anchor at a time (a ``while_loop`` over the largest anchor's count), each pair with
-    its own shift: O(B² g) work for at most ``g`` positives per anchor, as
-    pytorch-metric-learning's (pairs x B), and O(B²) memory; no (B, B, B) array. When some
-    anchor has more than ``max(32, B / 24)`` positives (few, large classes), one matrix product
-    of shifted exponentials gives every pair at once instead (O(B³) work in the BLAS product,
-    then faster), and the slot loop only the pairs that product underflows for (raw
-    embeddings of large norm).
+    Cost: over all pairs of the batch with itself (no miner, no reference set), the sums over
+    the negatives factor through one (B, B) array of row-shifted exponentials: a row product per
+    positive slot (O(B² g) multiply-adds for at most ``g`` positives per anchor), or, above
+    ``max(32, B / 24)`` positives for some anchor (few, large classes), one matrix product of
+    that array with itself (O(B³) in the BLAS product, by blocks of rows); the pairs whose
+    product underflows (raw embeddings of large norm) are evaluated exactly, each with its own
+    shift as pytorch-metric-learning's ``logsumexp``. With a miner or a reference set, each
+    counted pair's sum is taken one positive slot per anchor at a time (a ``while_loop``, each
+    pair with its own shift), or by the matrix product above the same threshold. O(B²) memory
+    either way; no (B, B, B) array.
+
+    Differentiation: reverse mode only (``jax.grad``, ``jax.vjp``); the pair sums have custom
+    VJPs (closed-form backward passes that reuse the forward's structure), so forward-mode
+    (``jax.jvp``, ``jax.jacfwd``) and higher-order derivatives are not available.
 
     Args:
         alpha: The angle bound in degrees, in (0, 90). Default 40.
@@ -331,6 +701,8 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
         ref: Reference | None = None,
     ) -> dict[str, LossTerm]:
         emb = working(embeddings)
+        if ref is None and indices_tuple is None:
+            return {"loss": self.self_pair_losses(emb, labels)}
         pos, neg = pair_weights(indices_tuple, labels, ref)
         if ref is None:
             return {"loss": self.pair_losses(emb, labels, emb, labels, pos, neg)}
@@ -357,26 +729,53 @@ class AngularLoss(NonFiniteIsNaN, DistanceLoss):
         rows with another label (and inside ``ref_mask``, the rows that exist, when given), as
         pytorch-metric-learning's ``keep_mask``. ``ref`` may be ``query`` itself.
         """
-        tan_sq = math.tan(math.radians(self.alpha)) ** 2
-        c1, c2 = 4 * tan_sq, 2 * (1 + tan_sq)
+        c1, c2 = self.constants()
         qn = self.distance.normalize(query)
         rn = qn if ref is query else self.distance.normalize(ref)
         eps = max(1e-12, float(jnp.finfo(ref.dtype).tiny))
         # ref = rn * max(|ref|, eps) exactly, so the raw inner products are scaled cosines.
         ref_norm = jnp.maximum(self.distance.norm(ref), eps)
-        cos_qr = qn @ rn.T
-        cos_rr = cos_qr if ref is query else rn @ rn.T
-        a_q = c1 * cos_qr * ref_norm[None, :]
-        a_r = a_q if ref is query else c1 * cos_rr * ref_norm[None, :]
         keep = query_labels[:, None] != ref_labels[None, :]
         if ref_mask is not None:
             keep = keep & ref_mask[None, :]
         enough = jnp.any(pos > 0) & jnp.any(neg > 0)
         weights = jnp.where(enough, pos, 0).astype(query.dtype)
         counted = (pos > 0) & jnp.any(keep, axis=1)[:, None]
+
+        cos_qr = qn @ rn.T
+        cos_rr = cos_qr if ref is query else rn @ rn.T
+        a_q = c1 * cos_qr * ref_norm[None, :]
+        a_r = a_q if ref is query else c1 * cos_rr * ref_norm[None, :]
         keep_r = keep if ref is query else ref_labels[:, None] != ref_labels[None, :]
         if ref_mask is not None and ref is not query:
             keep_r = keep_r & ref_mask[None, :]
-        values = _pair_values(a_q, a_r, cos_qr, keep, keep_r, counted, c2, ref is query)
+        same = query_labels[:, None] == ref_labels[None, :]
+        values = _pair_values(a_q, a_r, cos_qr, keep, keep_r, counted, same, c2, ref is query)
         values = jnp.where(counted, values, 0)
         return LossTerm(values, weights)
+
+    def constants(self) -> tuple[float, float]:
+        """``(c1, c2) = (4 tan² alpha, 2 (1 + tan² alpha))``."""
+        tan_sq = math.tan(math.radians(self.alpha)) ** 2
+        return 4 * tan_sq, 2 * (1 + tan_sq)
+
+    def self_pair_losses(
+        self, embeddings: Float[Array, "n dim"], labels: Int[Array, " n"]
+    ) -> LossTerm:
+        """All pairs of the batch with itself (no miner, no reference set), through
+        :func:`_self_pair_values`; the pair weights straight from the labels (no (B, B) integer
+        masks: see :data:`_BLOCK` on the size of the temporaries)."""
+        c1, c2 = self.constants()
+        eps = max(1e-12, float(jnp.finfo(embeddings.dtype).tiny))
+        xh = self.distance.normalize(embeddings)
+        norm = jnp.maximum(self.distance.norm(embeddings), eps)
+        batch = labels.shape[0]
+        ordered = jnp.sort(labels)
+        # Some positive pair (a repeated label) and some negative pair (two labels).
+        enough = jnp.any(ordered[1:] == ordered[:-1]) & jnp.any(labels != labels[0])
+        index = jnp.arange(batch)
+        same = labels[:, None] == labels[None, :]
+        pos = enough & same & (index[:, None] != index[None, :])
+        weights = jnp.where(pos, 1, 0).astype(embeddings.dtype)
+        # The values are exactly 0 outside the counted pairs already.
+        return LossTerm(_self_pair_values(xh, norm, labels, c1, c2), weights)

@@ -11,9 +11,14 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.distances.dot_product_similarity import DotProductSimilarity
 from calibrax.metric_learning.losses._mined import NonFiniteIsNaN
+from calibrax.metric_learning.losses._mined import nan_unless_finite
 from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.losses._pair_base import pair_block_size
+from calibrax.metric_learning.losses._pair_base import streams
+from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.reducers.base_reducer import safe_mean
 from calibrax.metric_learning.tuples import Reference
 
@@ -86,11 +91,91 @@ class IntraPairVarianceLoss(NonFiniteIsNaN, GenericPairLoss):
         mat, pos, neg = self.pairs(embeddings, labels, indices_tuple, symmetric=symmetric, ref=ref)
         return self.mat_terms(mat, pos, neg)
 
-    def mat_terms(self, mat: jax.Array, pos: jax.Array, neg: jax.Array) -> dict[str, LossTerm]:
-        """The two terms from a (query, reference) matrix and its pair counts."""
+    def compute_loss(
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        reducer: Any,
+        ref: Reference | None = None,
+    ) -> jax.Array:
+        """As :meth:`GenericPairLoss.compute_loss`; over all pairs of the batch with itself and an
+        inner-product similarity (the default cosine), above 256 samples, the two means come in
+        closed form from the class sums of the embeddings (:meth:`all_pair_means`, O(B d)), and
+        the pair terms, elementwise given the means, from the blocks of the similarity matrix on
+        and above the diagonal (:meth:`GenericPairLoss._upper_block_loss`): 10 of 16 blocks of
+        the forward product, each block's elementwise work in cache. NaN if ``embeddings`` hold
+        NaN/Inf, as on the other paths (:class:`NonFiniteIsNaN`)."""
+        batch = embeddings.shape[0]
+        if (
+            ref is None
+            and indices_tuple is None
+            and self.closed_form_means()
+            and streams(reducer)
+            and not getattr(reducer, "anchor_weighted", False)
+            and pair_block_size(batch) < batch
+        ):
+            means = self.all_pair_means(embeddings, labels)
+
+            def block_terms(mat: jax.Array, pos: jax.Array, neg: jax.Array) -> Any:
+                return self.mat_terms(mat, pos, neg, means=means)
+
+            loss = self._upper_block_loss(
+                embeddings, labels, reducer, pair_block_size(batch), block_terms
+            )
+            return nan_unless_finite(loss, embeddings)
+        return super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)
+
+    def closed_form_means(self) -> bool:
+        """Whether the similarity is a plain inner product (of normalised or raw embeddings),
+        whose sums over pairs follow from sums of embeddings."""
+        return isinstance(self.distance, DotProductSimilarity) and self.distance.power == 1
+
+    def all_pair_means(self, embeddings: jax.Array, labels: jax.Array) -> tuple[jax.Array, ...]:
+        """``(mu_pos, mu_neg)`` over all pairs of the batch with itself, for an inner-product
+        similarity: with ``s_c`` the sum of class ``c``'s embeddings and ``s`` of all, row ``i``'s
+        positive pairs sum to ``x_i . (s_c - x_i)`` and its negative pairs to ``x_i . (s -
+        s_c)`` (each per-row sum directly, not a difference of large totals). The classes are
+        found by sorting the labels once. Not gated on there being enough pairs: the caller
+        zeroes the loss then."""
+        x = self.distance.maybe_normalize(working(embeddings))
+        batch = labels.shape[0]
+        order = jnp.argsort(labels, stable=True)
+        ordered = labels[order]
+        new_class = (ordered[1:] != ordered[:-1]).astype(jnp.int32)
+        segment = jnp.cumsum(jnp.concatenate([jnp.zeros((1,), jnp.int32), new_class]))
+        class_sums = jax.ops.segment_sum(
+            x[order], segment, num_segments=batch, indices_are_sorted=True
+        )
+        sizes = jax.ops.segment_sum(
+            jnp.ones((batch,), jnp.int32), segment, num_segments=batch, indices_are_sorted=True
+        )
+        # Row i's class, through its position in the sorted order.
+        rank = jnp.zeros((batch,), jnp.int32).at[order].set(jnp.arange(batch, dtype=jnp.int32))
+        own = segment[rank]
+        own_sum = class_sums[own]
+        pos_sum = jnp.sum(x * (own_sum - x))
+        neg_sum = jnp.sum(x * (jnp.sum(x, axis=0)[None, :] - own_sum))
+        n_same = jnp.sum(sizes[own])
+        pos_mean = safe_mean(pos_sum, (n_same - batch).astype(x.dtype))
+        neg_mean = safe_mean(neg_sum, (batch * batch - n_same).astype(x.dtype))
+        return pos_mean, neg_mean
+
+    def mat_terms(
+        self,
+        mat: jax.Array,
+        pos: jax.Array,
+        neg: jax.Array,
+        means: tuple[jax.Array, jax.Array] | None = None,
+    ) -> dict[str, LossTerm]:
+        """The two terms from a (query, reference) matrix and its pair counts (``means``: the
+        two means, when ``mat`` is only a block of the matrix)."""
         sim = self.distance.is_inverted
-        pos_mean = safe_mean(jnp.sum(pos * mat), jnp.sum(pos))
-        neg_mean = safe_mean(jnp.sum(neg * mat), jnp.sum(neg))
+        if means is None:
+            pos_mean = safe_mean(jnp.sum(pos * mat), jnp.sum(pos))
+            neg_mean = safe_mean(jnp.sum(neg * mat), jnp.sum(neg))
+        else:
+            pos_mean, neg_mean = means
         if sim:
             pos_var = (1 - self.pos_eps) * pos_mean - mat
             neg_var = mat - (1 + self.neg_eps) * neg_mean
