@@ -115,10 +115,11 @@ class CrossBatchMemory(BaseLossWrapper):
     compiled function serves every step. A (batch, memory_size) pair count matrix is the
     selection: O(B·M) memory, as pytorch-metric-learning's distance matrix.
 
-    With :class:`~calibrax.metric_learning.ContrastiveLoss` (its default distance and reducer) and
-    no miner or ``indices_tuple``, the loss against the memory is a fused kernel, blocked over the
+    With :class:`~calibrax.metric_learning.ContrastiveLoss` or
+    :class:`~calibrax.metric_learning.SupConLoss` (their default distance and reducer) and no
+    miner or ``indices_tuple``, the loss against the memory is a fused kernel, blocked over the
     memory slots, with a written-out backward pass: differentiable in reverse mode only
-    (``jax.jvp`` raises); see :class:`~calibrax.metric_learning.ContrastiveLoss`.
+    (``jax.jvp`` raises); see those losses.
 
     Differences from pytorch-metric-learning: a batch larger than ``memory_size`` is refused
     also with ``enqueue_mask`` (pytorch-metric-learning would write some slots twice); a call that

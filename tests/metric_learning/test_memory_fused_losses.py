@@ -1,15 +1,16 @@
-"""The fused ContrastiveLoss-against-a-memory path (``losses/_memory_contrastive.py``).
+"""The fused loss-against-a-memory paths (``losses/_memory_contrastive.py``, ``_memory_supcon.py``).
 
-``CrossBatchMemory(ContrastiveLoss())`` with the Euclidean distance and the default reducer takes a
-blocked kernel with its own backward pass. Each test runs a sequence of batches through ours (a
+``CrossBatchMemory(ContrastiveLoss())`` (Euclidean distance) and ``CrossBatchMemory(SupConLoss())``
+(cosine similarity), with their default reducers, take blocked kernels with their own backward
+passes. Each test runs a sequence of batches through ours (a
 fresh ``nnx.jit``-compiled step) and through pytorch-metric-learning 2.9's ``CrossBatchMemory``,
 float64, and compares every step's loss and gradient w.r.t. the batch to 1e-6 relative (float64
 agreement is ~1e-15; atol 1e-12 covers exact zeros). The cases: the degenerate memories (no
 positive pair, every pair beyond its margin, fewer than two pairs of each kind, duplicate
 embeddings at distance 0 with different labels, a memory not yet full), ``enqueue_mask``, other
-margins and unnormalised embeddings, and the block layouts of the kernel (one block, a scan of
-full blocks, a remainder block), forced small with ``monkeypatch``; then float32 against the
-general path, the value without a gradient, and forward mode (which must raise).
+margins, temperatures and unnormalised embeddings, and the block layouts of the kernels (one
+block, a scan of full blocks, a remainder block), forced small with ``monkeypatch``; then float32
+against the general path, the value without a gradient, and forward mode (which must raise).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from calibrax.metric_learning.losses import _memory_contrastive
 
 RTOL, ATOL = 1e-6, 1e-12
 DIM = 4
+# Both fused losses, with their defaults (ours, pytorch-metric-learning's).
+KINDS = {
+    "contrastive": (C.ContrastiveLoss, L.ContrastiveLoss),
+    "supcon": (C.SupConLoss, L.SupConLoss),
+}
 
 
 def _fresh_step():
@@ -54,13 +60,11 @@ def _pml_step(memory, emb, labels, mask):
     return float(value.detach()), grad
 
 
-def _compare(batches, memory_size, ours_loss=None, theirs_loss=None):
-    ours = C.CrossBatchMemory(
-        ours_loss or C.ContrastiveLoss(), batches[0][0].shape[1], memory_size, dtype=jnp.float64
-    )
-    theirs = L.CrossBatchMemory(
-        theirs_loss or L.ContrastiveLoss(), batches[0][0].shape[1], memory_size
-    )
+def _compare(batches, memory_size, ours_loss=None, theirs_loss=None, kind="contrastive"):
+    ours_loss = ours_loss or KINDS[kind][0]()
+    theirs_loss = theirs_loss or KINDS[kind][1]()
+    ours = C.CrossBatchMemory(ours_loss, batches[0][0].shape[1], memory_size, dtype=jnp.float64)
+    theirs = L.CrossBatchMemory(theirs_loss, batches[0][0].shape[1], memory_size)
     step = _fresh_step()
     values = []
     for k, (emb, labels, mask) in enumerate(batches):
@@ -94,32 +98,35 @@ def _small_blocks(monkeypatch, pairs, minimum=1):
     monkeypatch.setattr(_memory_contrastive, "_MIN_BLOCK", minimum)
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize(
     ("pairs", "layout"),
     [(10**6, "one block"), (6 * 5, "scan of full blocks"), (6 * 3, "scan and a remainder")],
 )
-def test_block_layouts_match_pml(pairs, layout, monkeypatch):
+def test_block_layouts_match_pml(pairs, layout, kind, monkeypatch):
     # Memory 10, batch 6: one block of 10 columns; blocks of 5 (a scan of two); blocks of 3 (a
     # scan of three and a remainder of 1). The memory wraps around and starts partly filled.
     _small_blocks(monkeypatch, pairs)
     assert _memory_contrastive.block_columns(6, 10) == {"one block": 10}.get(layout, pairs // 6)
-    _compare(_random_batches(0, 5, 6, 3), 10)
+    _compare(_random_batches(0, 5, 6, 3), 10, kind=kind)
 
 
-def test_enqueue_mask_with_blocks_matches_pml(monkeypatch):
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_enqueue_mask_with_blocks_matches_pml(kind, monkeypatch):
     _small_blocks(monkeypatch, 6 * 4)
-    _compare(_random_batches(1, 5, 6, 3, enqueue=True), 10)
+    _compare(_random_batches(1, 5, 6, 3, enqueue=True), 10, kind=kind)
 
 
-def test_no_positive_pair_in_memory_matches_pml():
-    # Every label distinct: no positive pair (the own slot is not one), the loss is the negative
-    # term alone; embeddings close together so that negatives are within the margin.
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_no_positive_pair_in_memory_matches_pml(kind):
+    # Every label distinct: no positive pair (the own slot is not one). Contrastive: the negative
+    # term alone (embeddings close together, negatives within the margin); SupCon: 0.
     rng = np.random.default_rng(2)
     batches = [
         (1 + 0.2 * rng.normal(size=(4, DIM)), np.arange(4 * k, 4 * k + 4), None) for k in range(3)
     ]
-    values = _compare(batches, 12)
-    assert all(v > 0 for v in values)
+    values = _compare(batches, 12, kind=kind)
+    assert all(v > 0 for v in values) if kind == "contrastive" else values == [0.0] * 3
 
 
 def test_every_pair_beyond_its_margin_gives_zero_loss_and_gradient():
@@ -134,7 +141,8 @@ def test_every_pair_beyond_its_margin_gives_zero_loss_and_gradient():
     assert values == [0.0, 0.0, 0.0]
 
 
-def test_fewer_than_two_pairs_of_each_kind_gives_zero_loss():
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_fewer_than_two_pairs_of_each_kind_gives_zero_loss(kind):
     # Two rows per step, the first enqueued, the second the anchor (label 0), embeddings close
     # together (negatives within the margin). Step 0: one positive pair; step 1: one positive and
     # one negative: too few pairs, the loss is 0 (pytorch-metric-learning's GenericPairLoss);
@@ -142,21 +150,22 @@ def test_fewer_than_two_pairs_of_each_kind_gives_zero_loss():
     rng = np.random.default_rng(4)
     mask = np.array([True, False])
     batches = [(1 + 0.2 * rng.normal(size=(2, DIM)), np.array([lab, 0]), mask) for lab in (0, 1, 2)]
-    values = _compare(batches, 8)
+    values = _compare(batches, 8, kind=kind)
     assert values[:2] == [0.0, 0.0]
     assert values[2] > 0
 
 
-def test_duplicate_embeddings_at_distance_zero_match_pml():
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_duplicate_embeddings_at_distance_zero_match_pml(kind):
     # The same embeddings enqueued again with other labels: negative pairs at distance 0 (loss
     # neg_margin, zero gradient) and positives at distance 0 (loss 0).
     rng = np.random.default_rng(5)
     emb = rng.normal(size=(4, DIM))
     batches = [(emb, np.array([0, 1, 0, 1]), None), (emb, np.array([1, 0, 2, 2]), None)]
-    _compare(batches, 8)
+    _compare(batches, 8, kind=kind)
 
 
-def test_other_margins_and_unnormalised_embeddings_match_pml(monkeypatch):
+def test_other_margins_temperatures_and_unnormalised_embeddings_match_pml(monkeypatch):
     _small_blocks(monkeypatch, 6 * 4)
     batches = _random_batches(6, 4, 6, 3)
     _compare(
@@ -173,14 +182,16 @@ def test_other_margins_and_unnormalised_embeddings_match_pml(monkeypatch):
             neg_margin=3.0, distance=pml_distances.LpDistance(normalize_embeddings=False)
         ),
     )
+    _compare(batches, 10, C.SupConLoss(temperature=0.5), L.SupConLoss(temperature=0.5))
 
 
-def test_realistic_shapes_with_default_blocks_match_pml():
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_realistic_shapes_with_default_blocks_match_pml(kind):
     # The default block size (2^18 pairs: 1024 columns for a batch of 256), memory 2200: a scan of
     # two full blocks and a remainder of 152 columns; 10 steps fill the memory and wrap around.
     assert _memory_contrastive.block_columns(256, 2200) == 1024
     batches = _random_batches(7, 10, 256, 40, dim=16)
-    _compare(batches, 2200)
+    _compare(batches, 2200, kind=kind)
 
 
 def _memory_pair(loss, dtype):
@@ -194,13 +205,16 @@ def _memory_pair(loss, dtype):
     return memory, x, jnp.asarray(rng.integers(0, 5, 12), jnp.int32)
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_fused_path_equals_the_general_path(dtype):
+def test_fused_path_equals_the_general_path(dtype, kind):
     # A ThresholdReducer(low=0) is the same reduction as AvgNonZeroReducer but takes the general
-    # pair-loss path: float64 agrees to rounding (1e-12), float32 to 1e-5 (sums in another order).
+    # pair-loss path: float64 agrees to rounding (1e-12), float32 to 1e-5 (sums in another order,
+    # and SupCon's log-sum-exp computed online).
     tol = 1e-12 if dtype == jnp.float64 else 1e-5
-    fused, x, y = _memory_pair(C.ContrastiveLoss(), dtype)
-    general, _, _ = _memory_pair(C.ContrastiveLoss(reducer=C.ThresholdReducer(low=0.0)), dtype)
+    make = KINDS[kind][0]
+    fused, x, y = _memory_pair(make(), dtype)
+    general, _, _ = _memory_pair(make(reducer=C.ThresholdReducer(low=0.0)), dtype)
 
     def value_and_grad(memory):
         return nnx.jit(lambda m, x: nnx.value_and_grad(lambda x, m: m(x, y))(x, m))(memory, x)
@@ -212,8 +226,9 @@ def test_fused_path_equals_the_general_path(dtype):
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=tol, atol=tol)
 
 
-def test_value_without_gradient_and_forward_mode():
-    fused, x, y = _memory_pair(C.ContrastiveLoss(), jnp.float64)
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_value_without_gradient_and_forward_mode(kind):
+    fused, x, y = _memory_pair(KINDS[kind][0](), jnp.float64)
     graphdef, state = nnx.split(fused)
 
     @jax.jit
