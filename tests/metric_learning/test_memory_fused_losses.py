@@ -27,7 +27,7 @@ from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as L
 
 import calibrax.metric_learning as C
-from calibrax.metric_learning.losses import _memory_contrastive
+from calibrax.metric_learning.losses import _memory_blocks
 
 RTOL, ATOL = 1e-6, 1e-12
 DIM = 4
@@ -94,8 +94,8 @@ def _random_batches(seed, steps, batch, n_labels, dim=DIM, enqueue=False):
 
 
 def _small_blocks(monkeypatch, pairs, minimum=1):
-    monkeypatch.setattr(_memory_contrastive, "_BLOCK_PAIRS", pairs)
-    monkeypatch.setattr(_memory_contrastive, "_MIN_BLOCK", minimum)
+    monkeypatch.setattr(_memory_blocks, "_BLOCK_PAIRS", pairs)
+    monkeypatch.setattr(_memory_blocks, "_MIN_BLOCK", minimum)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -107,7 +107,7 @@ def test_block_layouts_match_pml(pairs, layout, kind, monkeypatch):
     # Memory 10, batch 6: one block of 10 columns; blocks of 5 (a scan of two); blocks of 3 (a
     # scan of three and a remainder of 1). The memory wraps around and starts partly filled.
     _small_blocks(monkeypatch, pairs)
-    assert _memory_contrastive.block_columns(6, 10) == {"one block": 10}.get(layout, pairs // 6)
+    assert _memory_blocks.block_columns(6, 10) == {"one block": 10}.get(layout, pairs // 6)
     _compare(_random_batches(0, 5, 6, 3), 10, kind=kind)
 
 
@@ -189,7 +189,7 @@ def test_other_margins_temperatures_and_unnormalised_embeddings_match_pml(monkey
 def test_realistic_shapes_with_default_blocks_match_pml(kind):
     # The default block size (2^18 pairs: 1024 columns for a batch of 256), memory 2200: a scan of
     # two full blocks and a remainder of 152 columns; 10 steps fill the memory and wrap around.
-    assert _memory_contrastive.block_columns(256, 2200) == 1024
+    assert _memory_blocks.block_columns(256, 2200) == 1024
     batches = _random_batches(7, 10, 256, 40, dim=16)
     _compare(batches, 2200, kind=kind)
 
