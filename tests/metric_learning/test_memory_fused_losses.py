@@ -10,7 +10,8 @@ positive pair, every pair beyond its margin, fewer than two pairs of each kind, 
 embeddings at distance 0 with different labels, a memory not yet full), ``enqueue_mask``, other
 margins, temperatures and unnormalised embeddings, and the block layouts of the kernels (one
 block, a scan of full blocks, a remainder block), forced small with ``monkeypatch``; then float32
-against the general path, the value without a gradient, and forward mode (which must raise).
+against the general path, the value without a gradient, forward mode (which must raise) and
+second derivatives (which go through the written-out backward pass).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pytorch_metric_learning import losses as L
 
 import calibrax.metric_learning as C
 from calibrax.metric_learning.losses import _memory_blocks
+from calibrax.metric_learning.tuples import Reference
 
 RTOL, ATOL = 1e-6, 1e-12
 DIM = 4
@@ -250,3 +252,37 @@ def test_value_without_gradient_and_forward_mode(kind):
         match=re.escape("can't apply forward-mode autodiff (jvp) to a custom_vjp function."),
     ):
         jax.jvp(lambda x: value_only(x, state), (x,), (jnp.ones_like(x),))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_second_derivatives_match_the_general_path(kind):
+    # The written-out backward pass is itself differentiable JAX code: Hessian-vector products,
+    # reverse over reverse and forward over reverse, equal the general path's (float64, 1e-10).
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.normal(size=(6, 4)))
+    y = jnp.asarray(rng.integers(0, 3, 6), jnp.int32)
+    ref = Reference(
+        embeddings=jnp.asarray(0.3 * rng.normal(size=(10, 4)) + 0.5),
+        labels=jnp.asarray(rng.integers(0, 3, 10), jnp.int32),
+        mask=jnp.asarray(np.arange(10) < 8),
+        frozen=True,
+    )
+    v = jnp.asarray(rng.normal(size=(6, 4)))
+    make = KINDS[kind][0]
+    results = []
+    for loss in (make(), make(reducer=C.ThresholdReducer(low=0.0))):
+
+        def grad(x, loss=loss):
+            return jax.grad(lambda e: loss.prepared_loss(e, y, None, ref))(x)
+
+        both = jax.jit(
+            lambda x, grad=grad: (
+                jax.grad(lambda e: jnp.vdot(grad(e), v))(x),
+                jax.jvp(grad, (x,), (v,))[1],
+            )
+        )
+        results.append(both(x))
+    (r1, f1), (r2, f2) = results
+    np.testing.assert_allclose(np.asarray(r1), np.asarray(r2), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(f1), np.asarray(f2), rtol=1e-10, atol=1e-10)
+    assert float(jnp.max(jnp.abs(r1))) > 0

@@ -174,7 +174,7 @@ def memory_contrastive_loss(
     Returns:
         The scalar loss: the mean of the non-zero positive-pair losses plus that of the non-zero
         negative-pair losses, 0 unless there are at least two positive or two negative pairs.
-        Differentiable in reverse mode w.r.t. ``xn`` only (a ``jax.custom_vjp``: ``jax.jvp``
+        Differentiable w.r.t. ``xn`` only, in reverse mode (a ``jax.custom_vjp``: ``jax.jvp``
         raises).
     """
     masks = MemoryMasks.of(labels, ref_labels, ref_mask, query_mask, self_index)

@@ -152,7 +152,7 @@ def memory_supcon_loss(
 
     Returns:
         The scalar loss: the mean over the anchors with a non-zero loss, 0 unless there is a
-        positive and a negative pair and at least two of one kind. Differentiable in reverse mode
+        positive and a negative pair and at least two of one kind. Differentiable, in reverse mode,
         w.r.t. ``xn`` only (a ``jax.custom_vjp``: ``jax.jvp`` raises).
     """
     masks = MemoryMasks.of(labels, ref_labels, ref_mask, query_mask, self_index)

@@ -45,9 +45,10 @@ class ContrastiveLoss(GenericPairLoss):
     Inside :class:`~calibrax.metric_learning.CrossBatchMemory` (a frozen reference set, all pairs),
     with the default distance (Euclidean, ``p=2``, ``power=1``) and reducer, the loss is computed
     by a fused, blocked kernel with its own backward pass (``jax.custom_vjp``): the same values and
-    gradients w.r.t. the batch, several times faster, but differentiable in reverse mode only
-    (``jax.jvp`` raises). Every other setting, and any call without a memory, goes through the
-    general pair-loss path, which autodiff differentiates in both modes.
+    gradients w.r.t. the batch, several times faster, but ``jax.jvp`` of the loss raises (second
+    derivatives differentiate the written-out backward pass and match the general path's). Every
+    other setting, and any call without a memory, goes through the general pair-loss path, which
+    autodiff differentiates in both modes.
 
     Args:
         pos_margin: Default 0.
@@ -105,7 +106,7 @@ class ContrastiveLoss(GenericPairLoss):
     ) -> jax.Array:
         """As :meth:`GenericPairLoss.compute_loss`; against a frozen reference set (a memory
         bank) over all pairs, with the Euclidean distance and the default reducer, the fused
-        kernel of ``_memory_contrastive`` (reverse mode only)."""
+        kernel of ``_memory_contrastive`` (``jax.jvp`` of it raises)."""
         distance = self.distance
         if (
             ref is not None

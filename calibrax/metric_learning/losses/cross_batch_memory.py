@@ -118,8 +118,8 @@ class CrossBatchMemory(BaseLossWrapper):
     With :class:`~calibrax.metric_learning.ContrastiveLoss` or
     :class:`~calibrax.metric_learning.SupConLoss` (their default distance and reducer) and no
     miner or ``indices_tuple``, the loss against the memory is a fused kernel, blocked over the
-    memory slots, with a written-out backward pass: differentiable in reverse mode only
-    (``jax.jvp`` raises); see those losses.
+    memory slots, with a written-out backward pass: ``jax.jvp`` of the loss raises (reverse mode,
+    and second derivatives, work); see those losses.
 
     Differences from pytorch-metric-learning: a batch larger than ``memory_size`` is refused
     also with ``enqueue_mask`` (pytorch-metric-learning would write some slots twice); a call that

@@ -101,9 +101,10 @@ class SupConLoss(GenericPairLoss):
     Inside :class:`~calibrax.metric_learning.CrossBatchMemory` (a frozen reference set, all pairs),
     with the default distance (cosine similarity, ``power=1``) and reducer, the loss is computed by
     a fused kernel, blocked over the memory with a running log-sum-exp, with its own backward pass
-    (``jax.custom_vjp``): the same values and gradients w.r.t. the batch, faster, but
-    differentiable in reverse mode only (``jax.jvp`` raises). Every other setting, and any call
-    without a memory, goes through the general path, which autodiff differentiates in both modes.
+    (``jax.custom_vjp``): the same values and gradients w.r.t. the batch, faster, but ``jax.jvp``
+    of the loss raises (second derivatives differentiate the written-out backward pass and match
+    the general path's). Every other setting, and any call without a memory, goes through the
+    general path, which autodiff differentiates in both modes.
 
     Args:
         temperature: Default 0.1.
@@ -152,7 +153,7 @@ class SupConLoss(GenericPairLoss):
     ) -> jax.Array:
         """As :meth:`GenericPairLoss.compute_loss`; against a frozen reference set (a memory
         bank) over all pairs, with the cosine similarity and the default reducer, the fused
-        kernel of ``_memory_supcon`` (reverse mode only)."""
+        kernel of ``_memory_supcon`` (``jax.jvp`` of it raises)."""
         distance = self.distance
         if (
             ref is not None
