@@ -119,10 +119,13 @@ class GenericPairLoss(DistanceLoss):
         if ref is not None:
             mat = ref_matrix(self.distance, emb, ref)
             pos, neg = pair_weights(indices_tuple, labels, ref)
+            # The counts in the matrix's (float) dtype: XLA on CPU sums a (B, M) int32 array in
+            # a slow windowed loop. A float sum of whole numbers >= 0 exceeds 1 exactly when the
+            # count does (partial sums never round below 2 once they reach it).
+            pos, neg = pos.astype(mat.dtype), neg.astype(mat.dtype)
             enough = (jnp.sum(pos) > 1) | (jnp.sum(neg) > 1)
-            pos = jnp.where(enough, pos, 0).astype(mat.dtype)
-            neg = jnp.where(enough, neg, 0).astype(mat.dtype)
-            return mat, pos, neg
+            zero = jnp.zeros((), mat.dtype)
+            return mat, jnp.where(enough, pos, zero), jnp.where(enough, neg, zero)
         if symmetric and indices_tuple is None:
             mat = self.distance.self_matrix_symmetric_grad(emb)
         else:

@@ -12,9 +12,13 @@ from jaxtyping import Float
 from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
+from calibrax.metric_learning.distances.lp_distance import LpDistance
+from calibrax.metric_learning.losses._memory_contrastive import memory_contrastive_loss
 from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
+from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.reducers.avg_non_zero_reducer import AvgNonZeroReducer
+from calibrax.metric_learning.tuples import Reference
 
 __all__ = ["ContrastiveLoss"]
 
@@ -37,6 +41,14 @@ class ContrastiveLoss(GenericPairLoss):
     (margins mirrored for similarities). Each of the two terms is reduced on its own (default:
     :class:`~calibrax.metric_learning.AvgNonZeroReducer`, the mean of the non-zero pair losses) and the
     two are added.
+
+    Inside :class:`~calibrax.metric_learning.CrossBatchMemory` (a frozen reference set, all pairs),
+    with the default distance (Euclidean, ``p=2``, ``power=1``) and reducer, the loss is computed
+    by a fused, blocked kernel with its own backward pass (``jax.custom_vjp``): the same values and
+    gradients w.r.t. the batch, several times faster, but ``jax.jvp`` of the loss raises (second
+    derivatives differentiate the written-out backward pass and match the general path's). Every
+    other setting, and any call without a memory, goes through the general pair-loss path, which
+    autodiff differentiates in both modes.
 
     Args:
         pos_margin: Default 0.
@@ -83,6 +95,42 @@ class ContrastiveLoss(GenericPairLoss):
     def default_reducer(self) -> Any:
         """Mean of the non-zero pair losses, as in pytorch-metric-learning."""
         return AvgNonZeroReducer()
+
+    def compute_loss(
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        reducer: Any,
+        ref: Reference | None = None,
+    ) -> jax.Array:
+        """As :meth:`GenericPairLoss.compute_loss`; against a frozen reference set (a memory
+        bank) over all pairs, with the Euclidean distance and the default reducer, the fused
+        kernel of ``_memory_contrastive`` (``jax.jvp`` of it raises)."""
+        distance = self.distance
+        if (
+            ref is not None
+            and ref.frozen
+            and ref.labels is not None
+            and indices_tuple is None
+            and type(reducer) is AvgNonZeroReducer
+            and type(distance) is LpDistance
+            and distance.p == 2
+            and distance.power == 1
+        ):
+            emb = working(embeddings)
+            return memory_contrastive_loss(
+                distance.maybe_normalize(emb),
+                distance.maybe_normalize(ref.embeddings.astype(embeddings.dtype).astype(emb.dtype)),
+                labels,
+                ref.labels,
+                ref_mask=ref.mask,
+                query_mask=ref.query_mask,
+                self_index=ref.self_index,
+                pos_margin=self.pos_margin,
+                neg_margin=self.neg_margin,
+            )
+        return super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)
 
     def pair_terms(
         self,

@@ -115,11 +115,20 @@ class CrossBatchMemory(BaseLossWrapper):
     compiled function serves every step. A (batch, memory_size) pair count matrix is the
     selection: O(B·M) memory, as pytorch-metric-learning's distance matrix.
 
+    With :class:`~calibrax.metric_learning.ContrastiveLoss` or
+    :class:`~calibrax.metric_learning.SupConLoss` (their default distance and reducer) and no
+    miner or ``indices_tuple``, the loss against the memory is a fused kernel, blocked over the
+    memory slots, with a written-out backward pass: ``jax.jvp`` of the loss raises (reverse mode,
+    and second derivatives, work); see those losses.
+
     Differences from pytorch-metric-learning: a batch larger than ``memory_size`` is refused
     also with ``enqueue_mask`` (pytorch-metric-learning would write some slots twice); a call that
     enqueues nothing does not mark the memory as filled (pytorch-metric-learning's
     ``queue_idx <= prev_queue_idx`` test does, exposing the unwritten zero slots); an
-    ``indices_tuple`` is only combined with a pair selection (no miner, or a pair miner).
+    ``indices_tuple`` is only combined with a pair selection (no miner, or a pair miner); a batch
+    of one embedding does not pair with its own slot (pytorch-metric-learning 2.9's
+    ``remove_self_comparisons`` keeps that pair when the batch has one row: its wrap-around test
+    ``e <= s`` also fires for ``s == e``).
 
     Args:
         loss: A loss that accepts a reference set (one of pytorch-metric-learning's supported

@@ -13,9 +13,11 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._memory_supcon import memory_supcon_loss
 from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import masked_logsumexp
+from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.reducers.avg_non_zero_reducer import AvgNonZeroReducer
 
 __all__ = ["SupConLoss"]
@@ -96,6 +98,14 @@ class SupConLoss(GenericPairLoss):
     :class:`~calibrax.metric_learning.AvgNonZeroReducer`). The loss is 0 if there is no positive or no
     negative pair.
 
+    Inside :class:`~calibrax.metric_learning.CrossBatchMemory` (a frozen reference set, all pairs),
+    with the default distance (cosine similarity, ``power=1``) and reducer, the loss is computed by
+    a fused kernel, blocked over the memory with a running log-sum-exp, with its own backward pass
+    (``jax.custom_vjp``): the same values and gradients w.r.t. the batch, faster, but ``jax.jvp``
+    of the loss raises (second derivatives differentiate the written-out backward pass and match
+    the general path's). Every other setting, and any call without a memory, goes through the
+    general path, which autodiff differentiates in both modes.
+
     Args:
         temperature: Default 0.1.
         distance: Default :class:`~calibrax.metric_learning.CosineSimilarity`.
@@ -132,6 +142,41 @@ class SupConLoss(GenericPairLoss):
     def default_distance(self) -> BaseDistance:
         """Cosine similarity, as in pytorch-metric-learning."""
         return CosineSimilarity()
+
+    def compute_loss(
+        self,
+        embeddings: jax.Array,
+        labels: jax.Array,
+        indices_tuple: Any,
+        reducer: Any,
+        ref: Any = None,
+    ) -> jax.Array:
+        """As :meth:`GenericPairLoss.compute_loss`; against a frozen reference set (a memory
+        bank) over all pairs, with the cosine similarity and the default reducer, the fused
+        kernel of ``_memory_supcon`` (``jax.jvp`` of it raises)."""
+        distance = self.distance
+        if (
+            ref is not None
+            and ref.frozen
+            and ref.labels is not None
+            and indices_tuple is None
+            and type(reducer) is AvgNonZeroReducer
+            and type(distance) is CosineSimilarity
+            and distance.power == 1
+        ):
+            emb = working(embeddings)
+            other = ref.embeddings.astype(embeddings.dtype).astype(emb.dtype)
+            return memory_supcon_loss(
+                distance.maybe_normalize(emb),
+                distance.maybe_normalize(other),
+                labels,
+                ref.labels,
+                ref_mask=ref.mask,
+                query_mask=ref.query_mask,
+                self_index=ref.self_index,
+                temperature=self.temperature,
+            )
+        return super().compute_loss(embeddings, labels, indices_tuple, reducer, ref=ref)
 
     def compute_terms(
         self, embeddings: jax.Array, labels: jax.Array, indices_tuple: Any, ref: Any = None
