@@ -420,3 +420,39 @@ def test_p2s_grad_closed_form_backward_matches_autodiff(form):
     want = jax.value_and_grad(plain, argnums=(0, 1))(state, x)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1024, 1030])
+def test_symmetric_gram_from_upper_blocks_is_the_product(rows):
+    # From 1024 rows x @ x.T is assembled from the 10 upper blocks of a 4 x 4 split (1030: uneven
+    # blocks of 258, 258, 258, 256): the same dot products (float64, 1e-12 relative to the
+    # largest entry) and exactly symmetric.
+    from calibrax.metric_learning.distances.base_distance import symmetric_gram
+
+    x = jax.random.normal(jax.random.key(5), (rows, 6), jnp.float64)
+    got = np.asarray(jax.jit(symmetric_gram)(x))
+    want = np.asarray(x) @ np.asarray(x).T
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    np.testing.assert_array_equal(got, got.T)
+
+
+def test_nca_on_a_batch_past_the_blocked_gram_matches_pml():
+    # NCALoss at 1030 rows goes through the blocked Gram product of the squared distances
+    # (symmetric_gram) and its one-matmul backward pass: values and gradients against PML 2.9,
+    # float64, 1e-6 relative (the bound; measured ~1e-14).
+    import torch
+    from pytorch_metric_learning import losses as pml
+
+    rng = np.random.default_rng(8)
+    emb = rng.normal(size=(1030, 8))
+    emb[9] = emb[4]
+    lab = rng.integers(0, 200, size=1030)
+    value, grad = jax.jit(jax.value_and_grad(lambda e, l: C.NCALoss()(e, l)))(
+        jnp.asarray(emb), jnp.asarray(lab, jnp.int32)
+    )
+    e = torch.tensor(emb, requires_grad=True)
+    want = pml.NCALoss()(e, torch.tensor(lab))
+    want.backward()
+    np.testing.assert_allclose(float(value), float(want), rtol=1e-6)
+    scale = float(e.grad.abs().max())
+    np.testing.assert_allclose(np.asarray(grad), e.grad.numpy(), rtol=1e-6, atol=1e-9 * scale)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.base_distance import safe_abs
 from calibrax.metric_learning.distances.base_distance import safe_pow
+from calibrax.metric_learning.distances.base_distance import symmetric_gram
 from calibrax.metric_learning.distances.base_distance import transposed_times
 
 __all__ = ["LpDistance"]
@@ -37,7 +38,8 @@ def _l2_matrix_fwd(
     sq_q = jnp.sum(query * query, axis=1)
     sq_r = jnp.sum(ref * ref, axis=1)
     scale = sq_q[:, None] + sq_r[None, :]
-    sq = scale - 2 * (query @ ref.T)
+    # The batch against itself: the symmetric product from its upper blocks (symmetric_gram).
+    sq = scale - 2 * (symmetric_gram(query) if mode == "symmetric" else query @ ref.T)
     keep = sq > 4 * float(jnp.finfo(query.dtype).eps) * scale
     sq = jnp.where(keep, sq, jnp.zeros_like(sq))
     out = sq if squared else jnp.sqrt(sq)
