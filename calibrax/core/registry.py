@@ -54,6 +54,7 @@ class Entry:
     higher_is_better: bool | None
     jit_compatible: bool
     differentiable: bool
+    forward_mode: bool
     example: Callable[[], tuple[Callable[..., Any], tuple[Any, ...]]] | None
     description: str
 
@@ -67,9 +68,14 @@ def register(
     higher_is_better: bool | None = None,
     jit_compatible: bool = True,
     differentiable: bool = False,
+    forward_mode: bool = True,
     example: Callable[[], tuple[Callable[..., Any], tuple[Any, ...]]] | None = None,
 ) -> Callable[[T], T]:
     """Decorator that adds a function or class to the registry under ``name``.
+
+    ``forward_mode`` is False for a differentiable entry whose gradient is a hand-written
+    reverse pass (``jax.custom_vjp``): ``jax.grad`` / ``jax.vjp`` work, ``jax.jvp`` /
+    ``jax.jacfwd`` raise. The test suite checks the flag both ways.
 
     Raises:
         ValueError: If ``name`` is taken, or ``kind``/``domain``/``tier`` is not a known value.
@@ -101,6 +107,7 @@ def register(
             higher_is_better=higher_is_better,
             jit_compatible=jit_compatible,
             differentiable=differentiable,
+            forward_mode=forward_mode,
             example=example,
             description=doc[0] if doc else "",
         )

@@ -87,5 +87,25 @@ def test_differentiable_flag_is_true(entry):
     assert np.all(np.isfinite(np.asarray(grad, dtype=np.float64))), entry.name
 
 
+@pytest.mark.parametrize("entry", registry.list_entries(differentiable=True), ids=lambda e: e.name)
+def test_forward_mode_flag_says_whether_jvp_works(entry):
+    # Entries with a hand-written reverse pass (jax.custom_vjp) are flagged forward_mode=False:
+    # jax.jvp raises for them and works for every other differentiable entry. Lowered only
+    # (the error comes at lowering; nothing is compiled or run).
+    fn, args = entry.example()
+
+    def tangent_of_first(first):
+        return jax.jvp(lambda x: fn(x, *args[1:]), (first,), (jnp.ones_like(first),))
+
+    if entry.forward_mode:
+        jax.jit(tangent_of_first).lower(args[0])
+    else:
+        with pytest.raises(
+            TypeError,
+            match=re.escape("can't apply forward-mode autodiff (jvp) to a custom_vjp function."),
+        ):
+            jax.jit(tangent_of_first).lower(args[0])
+
+
 def test_package_version():
     assert calibrax.__version__

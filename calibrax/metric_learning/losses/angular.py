@@ -610,6 +610,7 @@ _self_pair_values.defvjp(_self_pair_values_fwd, _self_pair_values_bwd)
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: AngularLoss()),
 )
 class AngularLoss(NonFiniteIsNaN, DistanceLoss):

@@ -29,6 +29,7 @@ __all__ = ["CircleLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: CircleLoss()),
 )
 class CircleLoss(GenericPairLoss):

@@ -30,6 +30,7 @@ __all__ = ["ContrastiveLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: ContrastiveLoss()),
 )
 class ContrastiveLoss(GenericPairLoss):

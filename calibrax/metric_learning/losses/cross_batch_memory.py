@@ -87,6 +87,7 @@ def _cbm_example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=_cbm_example,
 )
 class CrossBatchMemory(BaseLossWrapper):

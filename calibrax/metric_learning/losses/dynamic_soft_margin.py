@@ -110,6 +110,7 @@ def _fold_sums(
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: DynamicSoftMarginLoss()),
 )
 class DynamicSoftMarginLoss(StandardDistanceLoss):

@@ -140,6 +140,7 @@ _soft_histograms.defvjp(_soft_histograms_fwd, _soft_histograms_bwd)
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: FastAPLoss()),
 )
 class FastAPLoss(NonFiniteIsNaN, DistanceLoss):

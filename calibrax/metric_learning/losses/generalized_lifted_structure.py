@@ -26,6 +26,7 @@ __all__ = ["GeneralizedLiftedStructureLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: GeneralizedLiftedStructureLoss()),
 )
 class GeneralizedLiftedStructureLoss(GenericPairLoss):

@@ -185,6 +185,7 @@ def dense_rank(labels: jax.Array) -> jax.Array:
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: InstanceLoss()),
 )
 class InstanceLoss(NonFiniteIsNaN, DistanceLoss):

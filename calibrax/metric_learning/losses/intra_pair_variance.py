@@ -32,6 +32,7 @@ __all__ = ["IntraPairVarianceLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: IntraPairVarianceLoss()),
 )
 class IntraPairVarianceLoss(NonFiniteIsNaN, GenericPairLoss):

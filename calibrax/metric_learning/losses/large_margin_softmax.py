@@ -221,6 +221,7 @@ _margin_softmax_values.defvjp(_margin_softmax_fwd, _margin_softmax_bwd)
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=weight_loss_example(lambda: LargeMarginSoftmaxLoss(3, 4, rngs=nnx.Rngs(0))),
 )
 class LargeMarginSoftmaxLoss(MinedClassWeightLoss):

@@ -26,6 +26,7 @@ __all__ = ["LiftedStructureLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: LiftedStructureLoss()),
 )
 class LiftedStructureLoss(GenericPairLoss):

@@ -37,6 +37,7 @@ class FixedBeta(nnx.Variable):
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: MarginLoss(learn_beta=True, nu=0.1)),
 )
 class MarginLoss(DistanceLoss):

@@ -26,6 +26,7 @@ __all__ = ["MultiSimilarityLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: MultiSimilarityLoss()),
 )
 class MultiSimilarityLoss(GenericPairLoss):

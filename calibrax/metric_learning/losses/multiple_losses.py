@@ -39,6 +39,7 @@ def _multiple_example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=_multiple_example,
 )
 class MultipleLosses(nnx.Module):

@@ -138,6 +138,7 @@ def _logit_shift(distance: BaseDistance, scale: float, dtype: Any) -> float | No
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: NCALoss()),
 )
 class NCALoss(NonFiniteIsNaN, DistanceLoss):

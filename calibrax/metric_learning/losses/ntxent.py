@@ -27,6 +27,7 @@ __all__ = ["NTXentLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: NTXentLoss()),
 )
 class NTXentLoss(GenericPairLoss):

@@ -186,6 +186,7 @@ def _example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=_example,
 )
 class P2SGradLoss(ClassWeightLoss):

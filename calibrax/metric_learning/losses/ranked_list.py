@@ -96,6 +96,7 @@ _anchor_losses.defvjp(_anchor_losses_fwd, _anchor_losses_bwd)
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: RankedListLoss(margin=0.4, Tn=1.0)),
 )
 class RankedListLoss(StandardDistanceLoss):

@@ -53,6 +53,7 @@ def _ssl_example() -> tuple[Any, tuple[jax.Array, jax.Array]]:
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=_ssl_example,
 )
 class SelfSupervisedLoss(BaseLossWrapper):

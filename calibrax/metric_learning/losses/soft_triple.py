@@ -162,6 +162,7 @@ _soft_triple_head.defvjp(_soft_triple_head_fwd, _soft_triple_head_bwd)
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=weight_loss_example(
         lambda: SoftTripleLoss(3, 4, centers_per_class=2, rngs=nnx.Rngs(0))
     ),

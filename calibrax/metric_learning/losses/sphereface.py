@@ -20,6 +20,7 @@ __all__ = ["SphereFaceLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=weight_loss_example(lambda: SphereFaceLoss(3, 4, rngs=nnx.Rngs(0))),
 )
 class SphereFaceLoss(LargeMarginSoftmaxLoss):

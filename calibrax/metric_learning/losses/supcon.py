@@ -82,6 +82,7 @@ _anchor_losses_symmetric.defvjp(_anchor_losses_fwd, _anchor_losses_bwd)
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: SupConLoss()),
 )
 class SupConLoss(GenericPairLoss):

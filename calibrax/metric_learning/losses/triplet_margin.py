@@ -38,6 +38,7 @@ __all__ = ["TripletMarginLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: TripletMarginLoss()),
 )
 class TripletMarginLoss(DistanceLoss):

@@ -31,6 +31,7 @@ __all__ = ["TupletMarginLoss"]
     domain="metric_learning",
     higher_is_better=False,
     differentiable=True,
+    forward_mode=False,
     example=loss_example(lambda: TupletMarginLoss()),
 )
 class TupletMarginLoss(GenericPairLoss):
