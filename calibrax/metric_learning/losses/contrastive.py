@@ -48,8 +48,8 @@ class ContrastiveLoss(GenericPairLoss):
     by a fused, blocked kernel with its own backward pass (``jax.custom_vjp``): the same values and
     gradients w.r.t. the batch, several times faster, but ``jax.jvp`` of the loss raises (second
     derivatives differentiate the written-out backward pass and match the general path's). Every
-    other setting, and any call without a memory, goes through the general pair-loss path, which
-    autodiff differentiates in both modes.
+    other setting, and any call without a memory, goes through the general pair-loss path (also
+    reverse-mode only: the distance matrix has a written-out one-matmul backward pass).
 
     Args:
         pos_margin: Default 0.

@@ -105,7 +105,8 @@ class SupConLoss(GenericPairLoss):
     (``jax.custom_vjp``): the same values and gradients w.r.t. the batch, faster, but ``jax.jvp``
     of the loss raises (second derivatives differentiate the written-out backward pass and match
     the general path's). Every other setting, and any call without a memory, goes through the
-    general path, which autodiff differentiates in both modes.
+    general path (also reverse-mode only: the distance matrix has a written-out one-matmul
+    backward pass).
 
     Args:
         temperature: Default 0.1.
