@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _pml_memory import pml_memory_step
 from flax import nnx
 from pytorch_metric_learning import losses as L
 from pytorch_metric_learning import miners as M
@@ -68,19 +69,6 @@ def _batches(seed: int, enqueue: bool):
     return out
 
 
-def _pml_step(memory, emb, labels, mask):
-    e = torch.tensor(emb, requires_grad=True)
-    value = memory(
-        e, torch.tensor(labels), enqueue_mask=None if mask is None else torch.tensor(mask)
-    )
-    grad = np.zeros_like(emb)
-    if value.requires_grad:
-        value.backward()
-        if e.grad is not None:
-            grad = e.grad.numpy()
-    return float(value.detach()), grad
-
-
 def _run(name: str, enqueue: bool, seed: int = 0) -> None:
     make_ours, make_theirs, miners = CONFIGS[name]
     ours = C.CrossBatchMemory(
@@ -96,7 +84,7 @@ def _run(name: str, enqueue: bool, seed: int = 0) -> None:
             jnp.asarray(labels, jnp.int32),
             None if mask is None else jnp.asarray(mask),
         )
-        v2, g2 = _pml_step(theirs, emb, labels, mask)
+        v2, g2 = pml_memory_step(theirs, emb, labels, mask)
         msg = f"{name} enqueue={enqueue} step {step}"
         np.testing.assert_allclose(float(value), v2, rtol=RTOL, atol=ATOL, err_msg=msg)
         np.testing.assert_allclose(np.asarray(grad), g2, rtol=RTOL, atol=ATOL, err_msg=msg)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
+from _pml_memory import pml_memory_step
 from flax import nnx
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as L
@@ -49,19 +49,6 @@ def _fresh_step():
     return step
 
 
-def _pml_step(memory, emb, labels, mask):
-    e = torch.tensor(emb, requires_grad=True)
-    value = memory(
-        e, torch.tensor(labels), enqueue_mask=None if mask is None else torch.tensor(mask)
-    )
-    grad = np.zeros_like(emb)
-    if value.requires_grad:
-        value.backward()
-        if e.grad is not None:
-            grad = e.grad.numpy()
-    return float(value.detach()), grad
-
-
 def _compare(batches, memory_size, ours_loss=None, theirs_loss=None, kind="contrastive"):
     ours_loss = ours_loss or KINDS[kind][0]()
     theirs_loss = theirs_loss or KINDS[kind][1]()
@@ -76,7 +63,7 @@ def _compare(batches, memory_size, ours_loss=None, theirs_loss=None, kind="contr
             jnp.asarray(labels, jnp.int32),
             None if mask is None else jnp.asarray(mask),
         )
-        v2, g2 = _pml_step(theirs, emb, labels, mask)
+        v2, g2 = pml_memory_step(theirs, emb, labels, mask)
         np.testing.assert_allclose(float(value), v2, rtol=RTOL, atol=ATOL, err_msg=f"step {k}")
         np.testing.assert_allclose(np.asarray(grad), g2, rtol=RTOL, atol=ATOL, err_msg=f"step {k}")
         values.append(float(value))

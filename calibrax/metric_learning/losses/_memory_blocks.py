@@ -9,7 +9,32 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MemoryMasks", "block_columns", "memory_masks", "scan_blocks"]
+from calibrax.metric_learning.losses._pair_base import working
+from calibrax.metric_learning.reducers.avg_non_zero_reducer import AvgNonZeroReducer
+
+__all__ = ["MemoryMasks", "block_columns", "fused_memory_rows", "memory_masks", "scan_blocks"]
+
+
+def fused_memory_rows(
+    distance: Any, embeddings: jax.Array, indices_tuple: Any, reducer: Any, ref: Any
+) -> tuple[jax.Array, jax.Array] | None:
+    """The anchors and the reference rows, in the working dtype and normalised as ``distance``
+    does, when a fused memory kernel applies to the call: a frozen reference set with labels
+    (CrossBatchMemory's memory), all pairs (no ``indices_tuple``) and the default
+    :class:`~calibrax.metric_learning.AvgNonZeroReducer`; else None (the caller checks its own
+    distance)."""
+    if (
+        ref is None
+        or not ref.frozen
+        or ref.labels is None
+        or indices_tuple is not None
+        or type(reducer) is not AvgNonZeroReducer
+    ):
+        return None
+    emb = working(embeddings)
+    other = ref.embeddings.astype(embeddings.dtype).astype(emb.dtype)
+    return distance.maybe_normalize(emb), distance.maybe_normalize(other)
+
 
 # Pairs per column block: a (B, block) float32 array is 1 MiB, within a core's L2 cache. Counts of
 # a block's pairs are summed in the working dtype and stay exact (whole numbers below 2^24) for

@@ -13,10 +13,10 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.lp_distance import LpDistance
+from calibrax.metric_learning.losses._memory_blocks import fused_memory_rows
 from calibrax.metric_learning.losses._memory_contrastive import memory_contrastive_loss
 from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
-from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.reducers.avg_non_zero_reducer import AvgNonZeroReducer
 from calibrax.metric_learning.tuples import Reference
 
@@ -109,20 +109,15 @@ class ContrastiveLoss(GenericPairLoss):
         bank) over all pairs, with the Euclidean distance and the default reducer, the fused
         kernel of ``_memory_contrastive`` (``jax.jvp`` of it raises)."""
         distance = self.distance
+        rows = fused_memory_rows(distance, embeddings, indices_tuple, reducer, ref)
         if (
-            ref is not None
-            and ref.frozen
-            and ref.labels is not None
-            and indices_tuple is None
-            and type(reducer) is AvgNonZeroReducer
+            rows is not None
             and type(distance) is LpDistance
             and distance.p == 2
             and distance.power == 1
         ):
-            emb = working(embeddings)
             return memory_contrastive_loss(
-                distance.maybe_normalize(emb),
-                distance.maybe_normalize(ref.embeddings.astype(embeddings.dtype).astype(emb.dtype)),
+                *rows,
                 labels,
                 ref.labels,
                 ref_mask=ref.mask,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from functools import partial
 from typing import Any
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -265,6 +266,10 @@ class LargeMarginSoftmaxLoss(MinedClassWeightLoss):
         arXiv:1612.02295.
     """
 
+    # The logits carry the class weights' norms |w_j| (SphereFace: False, the weights enter
+    # through their direction only).
+    logits_carry_class_norms: ClassVar[bool] = True
+
     def __init__(
         self,
         num_classes: int,
@@ -285,16 +290,10 @@ class LargeMarginSoftmaxLoss(MinedClassWeightLoss):
             jax.random.normal(rngs.params(), (embedding_size, num_classes), param_dtype)
         )
 
-    def class_scales(self, dtype: Any) -> Float[Array, " classes"] | None:
-        """The per-class factor of the logits: ``|w_j|`` (SphereFace: None, the weights enter
-        through their direction only)."""
-        return row_norm(self.W[...].astype(dtype), axis=0)
-
     def _per_sample(
         self, embeddings: Float[Array, "batch dim"], labels: Int[Array, " batch"]
     ) -> Float[Array, " batch"]:
         weight = self.W[...].astype(embeddings.dtype)
-        with_cols = self.class_scales(embeddings.dtype) is not None
         return _margin_softmax_values(
-            embeddings, weight, labels, self.scale, self.margin, with_cols
+            embeddings, weight, labels, self.scale, self.margin, self.logits_carry_class_norms
         )

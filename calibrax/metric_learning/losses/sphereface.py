@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 from flax import nnx
 
@@ -36,7 +36,4 @@ class SphereFaceLoss(LargeMarginSoftmaxLoss):
         arXiv:1704.08063.
     """
 
-    def class_scales(self, dtype: Any) -> None:
-        """None: the logits carry no class-weight norms."""
-        del dtype
-        return None
+    logits_carry_class_norms: ClassVar[bool] = False

@@ -13,11 +13,11 @@ from calibrax.core.registry import register
 from calibrax.metric_learning.base import LossTerm
 from calibrax.metric_learning.distances.base_distance import BaseDistance
 from calibrax.metric_learning.distances.cosine_similarity import CosineSimilarity
+from calibrax.metric_learning.losses._memory_blocks import fused_memory_rows
 from calibrax.metric_learning.losses._memory_supcon import memory_supcon_loss
 from calibrax.metric_learning.losses._pair_base import GenericPairLoss
 from calibrax.metric_learning.losses._pair_base import loss_example
 from calibrax.metric_learning.losses._pair_base import masked_logsumexp
-from calibrax.metric_learning.losses._pair_base import working
 from calibrax.metric_learning.reducers.avg_non_zero_reducer import AvgNonZeroReducer
 
 __all__ = ["SupConLoss"]
@@ -157,20 +157,10 @@ class SupConLoss(GenericPairLoss):
         bank) over all pairs, with the cosine similarity and the default reducer, the fused
         kernel of ``_memory_supcon`` (``jax.jvp`` of it raises)."""
         distance = self.distance
-        if (
-            ref is not None
-            and ref.frozen
-            and ref.labels is not None
-            and indices_tuple is None
-            and type(reducer) is AvgNonZeroReducer
-            and type(distance) is CosineSimilarity
-            and distance.power == 1
-        ):
-            emb = working(embeddings)
-            other = ref.embeddings.astype(embeddings.dtype).astype(emb.dtype)
+        rows = fused_memory_rows(distance, embeddings, indices_tuple, reducer, ref)
+        if rows is not None and type(distance) is CosineSimilarity and distance.power == 1:
             return memory_supcon_loss(
-                distance.maybe_normalize(emb),
-                distance.maybe_normalize(other),
+                *rows,
                 labels,
                 ref.labels,
                 ref_mask=ref.mask,
